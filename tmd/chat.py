@@ -1,0 +1,199 @@
+"""
+The chat core: the rules of rooms, participants and posts, in plain Python.
+
+Protocols (the JSON API, the websocket, later IRC) only translate to and from
+these calls; every rule lives here once. Posting follows DESIGN.md's hot path:
+validate, commit (the store allocates the seq), then publish to the Hub, so no
+client ever sees a message the database does not hold.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from tmd import tokens
+from tmd.errors import (
+    BadRequest, Empty, InvalidName, Muted, NotFound, RoomClosed, RoomPaused, TooLong, Unauthorized,
+)
+from tmd.hub import Hub
+from tmd.model import Event, Message, NewMessage, NewRoom, Participant, Room
+from tmd.store import IStore
+from tmd.wire import field_of, message_frame, required, room_json
+
+T = TypeVar("T")
+InThread = Callable[..., Deferred[Any]]
+
+ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+RESERVED_NAMES = frozenset({
+    "api", "static", "ws", "metrics", "healthz", "replay", "favicon.ico", "robots.txt",
+    "admin", "about", "help", "docs", "new", "rooms", "login", "logout", "settings", "www",
+})
+HASHTAG = re.compile(r"#?[A-Za-z0-9_]{1,100}")
+LIFETIME = (3600, 31_536_000, 86_400)  # min, max, default (seconds)
+MAX_LENGTH = (1, 1000, 280)
+MAX_TITLE = 200
+MAX_HASHTAGS = 10
+MAX_NICKNAME = 32
+MAX_PASSWORD = 200
+
+
+def room_name(name: str) -> str:
+    """The stored form of a room name (lower-case), or L{InvalidName}."""
+    slug = name.lower()
+    if not ROOM_NAME.fullmatch(slug) or slug in RESERVED_NAMES:
+        raise InvalidName(
+            "Room names are 2 to 63 letters, digits and dashes, starting with a letter or digit,"
+            " and not a reserved word.")
+    return slug
+
+
+def clean_text(text: str) -> str:
+    """Trimmed, with line breaks as LF and no other control characters."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
+
+
+def _bounded(request: dict[str, Any], key: str, bounds: tuple[int, int, int]) -> int:
+    low, high, default = bounds
+    value = field_of(request, key, int, default)
+    assert value is not None
+    if not low <= value <= high:
+        raise BadRequest(f"'{key}' must be from {low} to {high}.")
+    return value
+
+
+def _hashtags(request: dict[str, Any]) -> tuple[str, ...]:
+    tags = field_of(request, "hashtags", list, [])
+    assert tags is not None
+    if len(tags) > MAX_HASHTAGS:
+        raise BadRequest(f"A room has at most {MAX_HASHTAGS} hashtags.")
+    found: dict[str, None] = {}
+    for tag in tags:
+        if not isinstance(tag, str) or not HASHTAG.fullmatch(tag):
+            raise BadRequest("Each hashtag is letters, digits or underscores, with an optional '#'.")
+        found["#" + tag.lstrip("#")] = None
+    return tuple(found)
+
+
+class Chat:
+    """Rooms, participants and posts; every method validates its input first."""
+
+    def __init__(self, store: IStore, hub: Hub, clock: IReactorTime, in_thread: InThread) -> None:
+        self._store = store
+        self._hub = hub
+        self._clock = clock
+        self._in_thread = in_thread
+
+    def now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    def room_json(self, room: Room) -> dict[str, Any]:
+        return room_json(room, self._hub.online(room.id), self.now_ms())
+
+    async def create_room(self, request: dict[str, Any]) -> tuple[Room, str]:
+        """Create a room; returns it with its owner token, which is never shown again."""
+        name = room_name(required(request, "name", str))
+        title = clean_text(field_of(request, "title", str, "") or "") or name
+        if len(title) > MAX_TITLE:
+            raise BadRequest(f"'title' is at most {MAX_TITLE} characters.")
+        lifetime = _bounded(request, "lifetime", LIFETIME)
+        max_length = _bounded(request, "max_length", MAX_LENGTH)
+        hashtags = _hashtags(request)
+        password = field_of(request, "password", str)
+        password_hash = None
+        if password is not None:
+            if not 1 <= len(password) <= MAX_PASSWORD:
+                raise BadRequest(f"'password' is 1 to {MAX_PASSWORD} characters.")
+            password_hash = await self._in_thread(tokens.hash_password, password)
+        owner_token = tokens.new_token()
+        now = self.now_ms()
+        room = await self._store.create_room(NewRoom(
+            name=name, title=title, created_at=now, expires_at=now + lifetime * 1000,
+            max_length=max_length, hashtags=hashtags, password_hash=password_hash,
+            owner_token_hash=tokens.token_hash(owner_token),
+        ))
+        return room, owner_token
+
+    async def room(self, name: str) -> Room:
+        room = None
+        if ROOM_NAME.fullmatch(name.lower()):
+            room = await self._store.room(name.lower())
+        if room is None:
+            raise NotFound(f"There is no room '{name}'.")
+        return room
+
+    async def join(self, room: Room, request: dict[str, Any]) -> tuple[Participant, str]:
+        """Join C{room} under a nickname; returns the participant and its token."""
+        nickname = clean_text(required(request, "nickname", str))
+        if not 1 <= len(nickname) <= MAX_NICKNAME or "\n" in nickname or "\t" in nickname:
+            raise BadRequest(f"A nickname is 1 to {MAX_NICKNAME} characters on one line.")
+        password = field_of(request, "password", str)
+        if room.state_at(self.now_ms()) == "closed":
+            raise RoomClosed("This room is closed.")
+        if room.password_hash is not None:
+            if password is None or len(password) > MAX_PASSWORD or not await self._in_thread(
+                    tokens.check_password, password, room.password_hash):
+                raise Unauthorized("This room needs the right password.")
+        token = tokens.new_token()
+        participant = await self._store.add_participant(
+            room.id, tokens.new_id(), nickname, tokens.token_hash(token), self.now_ms())
+        return participant, token
+
+    async def participant(self, room: Room, token: str | None) -> Participant | None:
+        """The participant holding C{token}, None without one; a wrong one is refused."""
+        if token is None:
+            return None
+        participant = await self._store.participant(room.id, tokens.token_hash(token))
+        if participant is None:
+            raise Unauthorized("That token is not valid in this room.")
+        return participant
+
+    async def check_read(self, room: Room, token: str | None) -> Participant | None:
+        """
+        Who reads: the participant holding C{token}, or None. A password room is read
+        only with a participant's or the owner's token.
+        """
+        if token is not None and hmac.compare_digest(tokens.token_hash(token),
+                                                     room.owner_token_hash):
+            return None
+        participant = await self.participant(room, token)
+        if room.password_hash is not None and participant is None:
+            raise Unauthorized("This room has a password: join it to read it.")
+        return participant
+
+    async def messages(self, room: Room, after: int, limit: int) -> tuple[list[Message], int]:
+        return await self._store.messages(room, after, limit)
+
+    async def post(self, name: str, token: str | None, request: dict[str, Any]) -> Message:
+        """Post C{request["body"]} as the holder of C{token}; fans it out once committed."""
+        body = clean_text(required(request, "body", str))
+        room = await self.room(name)
+        participant = await self.participant(room, token)
+        if participant is None:
+            raise Unauthorized("Join the room to post: send your participant token.")
+        self._check_post(room, participant, body)
+        message = await self._store.post(room, NewMessage(
+            kind="chat", author=participant.nickname, participant_id=participant.id, body=body,
+            created_at=self.now_ms()))
+        self._hub.publish(Event(room_id=room.id, frame=message_frame(message), message=message))
+        return message
+
+    def _check_post(self, room: Room, participant: Participant, body: str) -> None:
+        state = room.state_at(self.now_ms())
+        if state == "closed":
+            raise RoomClosed("This room is closed.")
+        if state == "paused":
+            raise RoomPaused("This room is paused: posting is off for now.")
+        if participant.muted:
+            raise Muted("You are muted in this room.")
+        if not body:
+            raise Empty("The message is empty.")
+        if len(body) > room.max_length:
+            raise TooLong(f"Messages in this room are at most {room.max_length} characters.")

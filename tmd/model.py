@@ -1,0 +1,100 @@
+"""
+The domain objects: rooms, participants, messages and the events the Hub carries.
+
+They are frozen so that one object can be handed to every subscriber safely.
+Times are integer milliseconds since the epoch (UTC); L{tmd.wire} renders them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import field, frozen
+
+
+@frozen
+class Room:
+    """A room as stored: C{id} is never reused, so a re-created name is a new room."""
+
+    id: int
+    name: str
+    title: str
+    state: str
+    created_at: int
+    expires_at: int
+    max_length: int
+    password_hash: str | None = field(repr=False)
+    owner_token_hash: bytes = field(repr=False)
+    hashtags: tuple[str, ...]
+    last_seq: int
+
+    @property
+    def has_password(self) -> bool:
+        return self.password_hash is not None
+
+    def state_at(self, now_ms: int) -> str:
+        """The state clients see: an expired room is closed whatever its row says."""
+        return "closed" if now_ms >= self.expires_at else self.state
+
+
+@frozen
+class NewRoom:
+    """What a client asked for when creating a room, already validated."""
+
+    name: str
+    title: str
+    created_at: int
+    expires_at: int
+    max_length: int
+    hashtags: tuple[str, ...]
+    password_hash: str | None
+    owner_token_hash: bytes
+
+
+@frozen
+class Participant:
+    id: str
+    room_id: int
+    nickname: str
+    muted: bool
+
+
+@frozen
+class Message:
+    seq: int
+    room: str
+    kind: str
+    author: str | None
+    body: str
+    created_at: int
+    source: dict[str, Any] | None = None
+
+
+@frozen
+class NewMessage:
+    """A message before the store gives it its C{seq}."""
+
+    kind: str
+    author: str | None
+    participant_id: str | None
+    body: str
+    created_at: int
+    source: dict[str, Any] | None = None
+
+
+@frozen
+class Event:
+    """
+    Something that happened in a room, as the Hub fans it out.
+
+    C{frame} is the server frame, JSON-encoded once for every subscriber; C{message}
+    is set for message events, so subscribers can order and de-duplicate by seq.
+    """
+
+    room_id: int
+    frame: bytes
+    message: Message | None = field(default=None)
+
+    @property
+    def seq(self) -> int | None:
+        return self.message.seq if self.message is not None else None

@@ -1,0 +1,227 @@
+"""
+The embedded SQLite engine: runs anywhere with no setup.
+
+Every call runs in a thread pool of one thread, owning the one connection: SQLite
+has a single writer anyway, and one thread delivers results to the reactor in
+commit order, so the Hub publishes messages in seq order. WAL lets other
+processes (backups, the sqlite3 shell) read while we write.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from tmd.errors import NameTaken, NotFound
+from tmd.model import Message, NewMessage, NewRoom, Participant, Room
+from tmd.store.interface import IStore
+from tmd.store.migrations import migrations
+
+T = TypeVar("T")
+
+_ROOM_COLUMNS = (
+    "id, name, title, state, created_at, expires_at, max_length, password_hash,"
+    " owner_token_hash, hashtags, last_seq"
+)
+_MESSAGE_COLUMNS = "seq, kind, author, body, created_at, source"
+
+
+class Pool(Protocol):
+    """What C{deferToThreadPool} needs of a thread pool, plus its lifecycle."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object],
+                                 func: Callable[..., Any], *args: Any, **kw: Any) -> None: ...
+
+
+def _room(row: sqlite3.Row) -> Room:
+    return Room(
+        id=row["id"], name=row["name"], title=row["title"], state=row["state"],
+        created_at=row["created_at"], expires_at=row["expires_at"],
+        max_length=row["max_length"], password_hash=row["password_hash"],
+        owner_token_hash=row["owner_token_hash"],
+        hashtags=tuple(json.loads(row["hashtags"])), last_seq=row["last_seq"],
+    )
+
+
+def _message(room_name: str, row: sqlite3.Row) -> Message:
+    source = row["source"]
+    return Message(
+        seq=row["seq"], room=room_name, kind=row["kind"], author=row["author"],
+        body=row["body"], created_at=row["created_at"],
+        source=json.loads(source) if source is not None else None,
+    )
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """L{IStore} on one SQLite file."""
+
+    log = Logger()
+
+    def __init__(self, path: str, reactor: IReactorFromThreads, pool: Pool | None = None) -> None:
+        self._path = path
+        self._reactor = reactor
+        self._pool: Pool = pool if pool is not None else ThreadPool(1, 1, "tmd-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        def in_thread() -> T:
+            assert self._db is not None, "the store is not open"
+            return work(self._db)
+
+        return deferToThreadPool(self._reactor, self._pool, in_thread)  # type: ignore[arg-type]
+
+    def open(self) -> Deferred[None]:
+        self._pool.start()
+        return deferToThreadPool(self._reactor, self._pool, self._connect)  # type: ignore[arg-type]
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed (so acknowledged) message survives power loss, not just a crash.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA busy_timeout = 5000")
+        self._migrate(db)
+        self._db = db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for migration in migrations("sqlite"):
+            if migration.version > current:
+                self.log.info("applying migration {version} {name}",
+                              version=migration.version, name=migration.name)
+                db.executescript(
+                    f"BEGIN;\n{migration.sql}\n;"
+                    f"INSERT INTO schema_version VALUES ({migration.version});\nCOMMIT;"
+                )
+
+    def close(self) -> Deferred[None]:
+        def shut(db: sqlite3.Connection) -> None:
+            db.close()
+            self._db = None
+
+        d = self._run(shut) if self._db is not None else succeed(None)
+        d.addBoth(lambda result: (self._pool.stop(), result)[1])
+        return d
+
+    def check(self) -> Deferred[None]:
+        return self._run(lambda db: db.execute("SELECT 1").fetchone() and None)
+
+    def create_room(self, new: NewRoom) -> Deferred[Room]:
+        def insert(db: sqlite3.Connection) -> Room:
+            try:
+                with _transaction(db):
+                    row = db.execute(
+                        "INSERT INTO rooms (name, title, created_at, expires_at, max_length,"
+                        " password_hash, hashtags, owner_token_hash)"
+                        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_ROOM_COLUMNS}",
+                        (new.name, new.title, new.created_at, new.expires_at, new.max_length,
+                         new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash),
+                    ).fetchone()
+            except sqlite3.IntegrityError:
+                raise NameTaken(f"The room name '{new.name}' is taken.") from None
+            return _room(row)
+
+        return self._run(insert)
+
+    def room(self, name: str) -> Deferred[Room | None]:
+        def select(db: sqlite3.Connection) -> Room | None:
+            row = db.execute(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE name = ?", (name,)).fetchone()
+            return _room(row) if row is not None else None
+
+        return self._run(select)
+
+    def add_participant(self, room_id: int, participant_id: str, nickname: str,
+                        token_hash: bytes, now_ms: int) -> Deferred[Participant]:
+        def insert(db: sqlite3.Connection) -> Participant:
+            try:
+                with _transaction(db):
+                    db.execute(
+                        "INSERT INTO participants (id, room_id, nickname, nickname_key,"
+                        " token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (participant_id, room_id, nickname, nickname.casefold(), token_hash, now_ms),
+                    )
+            except sqlite3.IntegrityError:
+                raise NameTaken(f"The nickname '{nickname}' is taken in this room.") from None
+            return Participant(id=participant_id, room_id=room_id, nickname=nickname, muted=False)
+
+        return self._run(insert)
+
+    def participant(self, room_id: int, token_hash: bytes) -> Deferred[Participant | None]:
+        def select(db: sqlite3.Connection) -> Participant | None:
+            row = db.execute(
+                "SELECT id, nickname, muted FROM participants WHERE token_hash = ? AND room_id = ?",
+                (token_hash, room_id),
+            ).fetchone()
+            if row is None:
+                return None
+            return Participant(id=row["id"], room_id=room_id, nickname=row["nickname"],
+                               muted=bool(row["muted"]))
+
+        return self._run(select)
+
+    def post(self, room: Room, new: NewMessage) -> Deferred[Message]:
+        def insert(db: sqlite3.Connection) -> Message:
+            with _transaction(db):
+                row = db.execute(
+                    "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+                    (room.id,),
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"There is no room '{room.name}'.")
+                seq = row[0]
+                db.execute(
+                    "INSERT INTO messages (room_id, seq, kind, author, participant_id, body,"
+                    " created_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (room.id, seq, new.kind, new.author, new.participant_id, new.body,
+                     new.created_at, json.dumps(new.source) if new.source is not None else None),
+                )
+            return Message(seq=seq, room=room.name, kind=new.kind, author=new.author,
+                           body=new.body, created_at=new.created_at, source=new.source)
+
+        return self._run(insert)
+
+    def messages(self, room: Room, after: int, limit: int) -> Deferred[tuple[list[Message], int]]:
+        def select(db: sqlite3.Connection) -> tuple[list[Message], int]:
+            with _transaction(db, "BEGIN"):
+                row = db.execute("SELECT last_seq FROM rooms WHERE id = ?", (room.id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"There is no room '{room.name}'.")
+                rows = db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                    " WHERE room_id = ? AND seq > ? AND NOT deleted ORDER BY seq LIMIT ?",
+                    (room.id, after, limit),
+                ).fetchall()
+            return [_message(room.name, r) for r in rows], row[0]
+
+        return self._run(select)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """One explicit transaction: IMMEDIATE takes the write lock up front."""
+    db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -1,0 +1,109 @@
+"""
+C{twistd tmd}: the command-line options and the wiring of every service.
+
+C{build} is the one place where the services meet: store, hub, chat core, web.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import partial
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from tmd import __version__
+from tmd.chat import Chat
+from tmd.config import DEFAULT_DATABASE, DEFAULT_LISTEN, Config, ConfigError, load
+from tmd.hub import Hub
+from tmd.service import Lifecycle, Sequence
+from tmd.store import store_for
+from tmd.web import WebService
+
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run tmd, a backchannel chat service: rooms, live websocket chat and the browser"
+        " page, on one port. Options override the TOML file given with --config."
+    )
+    optParameters = [
+        ["listen", None, None,
+         f"Where to serve HTTP and websockets: a Twisted server endpoint string such as"
+         f" tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/tmd.sock or"
+         f" ssl:443:privateKey=key.pem:certKey=cert.pem [default: {DEFAULT_LISTEN}]"],
+        ["database", None, None,
+         f"Where to keep rooms and messages: sqlite:PATH [default: {DEFAULT_DATABASE}]"],
+        ["config", None, None, "A TOML configuration file."],
+        ["public-url", None, None,
+         "The URL people use to reach this daemon (for links), e.g. https://chat.example.org"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["plugins"] = []
+        self.config: Config | None = None
+
+    def opt_plugin(self, name: str) -> None:
+        """Enable the plugin NAME (repeatable)."""
+        self["plugins"].append(name)
+
+    def opt_version(self) -> None:
+        """Print the version of tmd and exit."""
+        print(f"tmd {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor
+
+        try:
+            self.config = load(self)
+            serverFromString(reactor, self.config.listen)
+            store_for(self.config.database, reactor)
+        except (ConfigError, ValueError) as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    assert options.config is not None
+    return build(options.config, reactor)
+
+
+def build(config: Config, reactor: Any) -> Sequence:
+    """Every service of the daemon, started in dependency order."""
+    store = store_for(config.database, reactor)
+    hub = Hub(reactor)
+    in_thread = partial(deferToThreadPool, reactor, reactor.getThreadPool())
+    chat = Chat(store, hub, reactor, in_thread)
+    root = Sequence()
+    Lifecycle("store", store.open, store.close).setServiceParent(root)
+    Lifecycle("hub", lambda: None, hub.stop).setServiceParent(root)
+    web = WebService(serverFromString(reactor, config.listen), chat, store, hub, reactor)
+    web.setName("web")
+    web.setServiceParent(root)
+    root.started.addErrback(_abort, reactor)
+    return root
+
+
+def _abort(failure: Failure, reactor: Any) -> None:
+    """A service could not start: say why, stop, and exit non-zero."""
+    log.failure("tmd could not start", failure)
+    log.critical("tmd could not start: {error}", error=failure.getErrorMessage())
+
+    def exit_failed() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
+    reactor.stop()

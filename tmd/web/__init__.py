@@ -1,0 +1,72 @@
+"""The Web service: the Klein site and the live websockets on one listening endpoint."""
+
+from __future__ import annotations
+
+import site
+import sys
+from pathlib import Path
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from tmd.chat import Chat
+from tmd.hub import Hub
+from tmd.store import IStore
+from tmd.web.app import WebApp
+from tmd.web.live import LiveFactory
+from tmd.web.request import LimitedRequest
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds to wait, at shutdown, for websocket clients to answer our close."""
+
+
+def static_dir() -> Path:
+    """The browser page: at the top of a checkout, or where C{pip install} put it."""
+    candidates = [
+        Path(__file__).resolve().parents[2] / "static",
+        Path(sys.prefix) / "share" / "tmd" / "static",
+        Path(site.getuserbase()) / "share" / "tmd" / "static",
+    ]
+    for candidate in candidates:
+        if (candidate / "index.html").is_file():
+            return candidate
+    raise FileNotFoundError(f"The browser page is missing: looked in {candidates}.")
+
+
+class WebService(Service):
+    """Listens on an endpoint; at stop, refuses new connections and closes websockets with 1001."""
+
+    log = Logger()
+
+    def __init__(self, endpoint: IStreamServerEndpoint, chat: Chat, store: IStore, hub: Hub,
+                 reactor: IReactorTime) -> None:
+        self._endpoint = endpoint
+        self._reactor = reactor
+        self.live = LiveFactory(chat, hub, reactor)
+        app = WebApp(chat, store, WebSocketResource(self.live), static_dir())
+        self.site = Site(app.app.resource(), requestFactory=LimitedRequest)
+        self.site.displayTracebacks = False
+        self._port: IListeningPort | None = None
+
+    def startService(self) -> Deferred[None]:
+        super().startService()
+        return Deferred.fromCoroutine(self._listen())
+
+    async def _listen(self) -> None:
+        self._port = await self._endpoint.listen(self.site)
+        address = self._port.getHost()
+        self.log.info("tmd listening on {type} {host}:{port}", type=address.type,
+                      host=getattr(address, "host", ""), port=getattr(address, "port", ""))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._port is not None:
+            await self._port.stopListening()
+        await self.live.close_all(self._reactor, CLOSE_TIMEOUT)

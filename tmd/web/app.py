@@ -1,0 +1,166 @@
+"""
+The Klein application: the JSON API, the live endpoint, health, the OpenAPI
+document and the browser page. Routes parse, call the chat core, serialise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.static import File
+
+from tmd import __version__
+from tmd.chat import Chat, room_name
+from tmd.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from tmd.errors import UnsupportedMediaType
+from tmd.store import IStore
+from tmd.web.errors import add_error_handling, json_response
+from tmd.web.openapi import openapi_document
+from tmd.wire import decode_object, encode, error_json, message_json, participant_json
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+def json_body(request: IRequest) -> dict[str, Any]:
+    """The request's JSON object body, or the precise 4xx."""
+    if getattr(request, "too_large", False):
+        raise PayloadTooLarge("The body is over 64 KiB.")
+    content_type = (request.getHeader(b"Content-Type") or b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        raise UnsupportedMediaType("Send the body as Content-Type: application/json.")
+    return decode_object(request.content.read())
+
+
+def bearer_token(request: IRequest) -> str | None:
+    header = request.getHeader(b"Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send your token as 'Authorization: Bearer <token>'.")
+    return token.strip()
+
+
+def query_int(request: IRequest, name: str, default: int, low: int, high: int) -> int:
+    values = request.args.get(name.encode("ascii"))
+    if not values:
+        return default
+    try:
+        value = int(values[0].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(f"'{name}' must be an integer.") from None
+    if not low <= value <= high:
+        raise BadRequest(f"'{name}' must be from {low} to {high}.")
+    return value
+
+
+class StaticFiles(File):
+    """Static files with the types browsers insist on, and no directory listings."""
+
+    contentTypes = {
+        **File.contentTypes,
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".html": "text/html; charset=utf-8",
+        ".svg": "image/svg+xml",
+    }
+
+    def directoryListing(self) -> IResource:
+        return self.childNotFound
+
+
+class WebApp:
+    """Every HTTP route of the daemon, holding the collaborators it needs."""
+
+    app = Klein()
+    add_error_handling(app)
+
+    def __init__(self, chat: Chat, store: IStore, live: IResource, static_dir: Path) -> None:
+        self._chat = chat
+        self._store = store
+        self._live = live
+        self._static_dir = static_dir
+        self._openapi = encode(openapi_document(__version__))
+
+    @app.route("/api/v1/rooms", methods=["POST"])
+    async def create_room(self, request: IRequest) -> bytes:
+        room, owner_token = await self._chat.create_room(json_body(request))
+        request.setHeader(b"Location", f"/api/v1/rooms/{room.name}".encode("ascii"))
+        return json_response(request, 201, {
+            "room": self._chat.room_json(room), "owner_token": owner_token})
+
+    @app.route("/api/v1/rooms/<name>", methods=["GET"])
+    async def get_room(self, request: IRequest, name: str) -> bytes:
+        room = await self._chat.room(name)
+        return json_response(request, 200, self._chat.room_json(room))
+
+    @app.route("/api/v1/rooms/<name>/join", methods=["POST"])
+    async def join(self, request: IRequest, name: str) -> bytes:
+        room = await self._chat.room(name)
+        participant, token = await self._chat.join(room, json_body(request))
+        return json_response(request, 201, {
+            "participant": participant_json(participant), "token": token})
+
+    @app.route("/api/v1/rooms/<name>/messages", methods=["GET"])
+    async def messages(self, request: IRequest, name: str) -> bytes:
+        after = query_int(request, "after", 0, 0, 2**62)
+        limit = query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        room = await self._chat.room(name)
+        await self._chat.check_read(room, bearer_token(request))
+        messages, last_seq = await self._chat.messages(room, after, limit)
+        return json_response(request, 200, {
+            "messages": [message_json(m) for m in messages], "last_seq": last_seq})
+
+    @app.route("/api/v1/rooms/<name>/messages", methods=["POST"])
+    async def post(self, request: IRequest, name: str) -> bytes:
+        token = bearer_token(request)
+        if token is None:
+            raise Unauthorized("Join the room to post: send your participant token.")
+        message = await self._chat.post(name, token, json_body(request))
+        return json_response(request, 201, message_json(message))
+
+    @app.route("/api/v1/rooms/<name>/live", methods=["GET"])
+    def live(self, request: IRequest, name: str) -> IResource | bytes:
+        if (request.getHeader(b"Upgrade") or b"").lower() != b"websocket":
+            raise BadRequest("This endpoint speaks websocket: send an Upgrade request.")
+        return self._live
+
+    @app.route("/api/v1/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> bytes:
+        json_response(request, 200, None)
+        return self._openapi
+
+    @app.route("/healthz", methods=["GET"])
+    async def health(self, request: IRequest) -> bytes:
+        try:
+            await self._store.check()
+        except Exception as e:
+            error = ApiError(f"The database does not answer: {e.__class__.__name__}.")
+            error.status, error.code = 503, "unavailable"
+            return json_response(request, 503, {"status": "unavailable", **error_json(error)})
+        return json_response(request, 200, {"status": "ok"})
+
+    def _page(self, request: IRequest, filename: str) -> IResource:
+        request.postpath = []  # the route consumed the path: render the file itself
+        return StaticFiles(self._static_dir / filename)
+
+    @app.route("/", methods=["GET"])
+    def front_page(self, request: IRequest) -> IResource:
+        return self._page(request, "index.html")
+
+    @app.route("/static/", branch=True, methods=["GET"])
+    def static(self, request: IRequest) -> IResource:
+        return StaticFiles(self._static_dir)
+
+    @app.route("/<name>", methods=["GET"])
+    def room_page(self, request: IRequest, name: str) -> IResource:
+        try:
+            room_name(name)
+        except ApiError:
+            raise NotFound(f"There is no room '{name}'.") from None
+        return self._page(request, "room.html")

@@ -1,0 +1,216 @@
+"""
+The websocket live endpoint: welcome, backlog, live messages and posting.
+
+Each connection is a Hub subscriber. It keeps the highest seq it has sent and
+catches up from the store whenever it is behind (at connect, or on a gap), so a
+client sees every message of the room once, in seq order. Live frames are
+prepared once per event for all connections of the factory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
+from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+
+from tmd.chat import Chat
+from tmd.errors import ApiError, BadRequest, NotFound, Unauthorized
+from tmd.hub import Hub
+from tmd.model import Event, Message, Participant, Room
+from tmd.wire import decode_object, encode, error_frame, message_frame, participant_json
+
+MAX_FRAME = 64 * 1024
+BACKLOG = 100
+PAGE = 1000
+MAX_REF = 200
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_GONE = 4404
+
+
+class LiveProtocol(WebSocketServerProtocol):
+    """One live client of one room."""
+
+    factory: LiveFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._room: Room | None = None
+        self._token: str | None = None
+        self._since: int | None = None
+        self._query_error: ApiError | None = None
+        self._last_seq = 0
+        self._catching_up = True
+        self._pending: list[Event] = []
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        # The path is /api/v1/rooms/{name}/live: the route matched it already.
+        self._name = unquote(request.path.split("/")[4])
+        params = request.params
+        self._token = params["token"][0] if params.get("token") else None
+        if params.get("since"):
+            try:
+                self._since = int(params["since"][0])
+                if self._since < 0:
+                    raise ValueError
+            except ValueError:
+                self._query_error = BadRequest("'since' must be a non-negative integer.")
+
+    def onOpen(self) -> None:
+        self.factory.connections.add(self)
+        Deferred.fromCoroutine(self._open()).addErrback(
+            lambda f: self._log.failure("opening a live connection failed", f))
+
+    async def _open(self) -> None:
+        try:
+            if self._query_error is not None:
+                raise self._query_error
+            room = await self.factory.chat.room(self._name)
+            you = await self.factory.chat.check_read(room, self._token)
+        except ApiError as e:
+            self._refuse(e)
+            return
+        if not self.is_open():
+            return
+        self._room = room
+        self.factory.hub.subscribe(room.id, self)
+        self.sendMessage(encode({
+            "type": "welcome", "room": self.factory.chat.room_json(room),
+            "you": participant_json(you) if you is not None else None,
+        }))
+        if self._since is None:
+            self._since = max(0, room.last_seq - BACKLOG)
+        self._last_seq = self._since
+        await self._catch_up()
+
+    def _refuse(self, error: ApiError) -> None:
+        self.sendMessage(error_frame(error, None))
+        code = CLOSE_GONE if isinstance(error, NotFound) else CLOSE_POLICY
+        self.sendClose(code, error.message[:120])
+
+    def is_open(self) -> bool:
+        return self.state == WebSocketServerProtocol.STATE_OPEN
+
+    async def _catch_up(self) -> None:
+        """Send from the store what came after the last seq sent, then what waited."""
+        assert self._room is not None
+        self._catching_up = True
+        while self.is_open():
+            messages, last_seq = await self.factory.chat.messages(self._room, self._last_seq, PAGE)
+            for message in messages:
+                self._send_message(message)
+            if len(messages) < PAGE:
+                self._last_seq = max(self._last_seq, last_seq)
+                break
+        self._catching_up = False
+        pending, self._pending = self._pending, []
+        for event in pending:
+            self.deliver(event)
+
+    def _send_message(self, message: Message) -> None:
+        if self.is_open():
+            self.sendMessage(message_frame(message))
+            self._last_seq = message.seq
+
+    def deliver(self, event: Event) -> None:
+        """A Hub event: send it in order, at most once, or catch up first."""
+        if self._catching_up:
+            self._pending.append(event)
+            return
+        if not self.is_open():
+            return
+        seq = event.seq
+        if seq is not None:
+            if seq <= self._last_seq:
+                return
+            if seq > self._last_seq + 1:
+                self._pending.append(event)
+                Deferred.fromCoroutine(self._catch_up()).addErrback(
+                    lambda f: self._log.failure("catching up failed", f))
+                return
+            self._last_seq = seq
+        self.sendPreparedMessage(self.factory.prepared(event))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        ref = None
+        try:
+            if isBinary:
+                raise BadRequest("Frames are JSON text, not binary.")
+            frame = decode_object(payload)
+            ref = frame.get("ref")
+            if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF):
+                ref = None
+                raise BadRequest(f"'ref' must be a string of at most {MAX_REF} characters.")
+            if frame.get("type") != "post":
+                raise BadRequest("Unknown frame type: clients send {\"type\": \"post\", ...}.")
+            if self._room is None:
+                raise BadRequest("Wait for the welcome frame before posting.")
+        except ApiError as e:
+            self.sendMessage(error_frame(e, ref))
+            return
+        Deferred.fromCoroutine(self._post(ref, frame)).addErrback(
+            lambda f: self._log.failure("posting from a live connection failed", f))
+
+    async def _post(self, ref: str | None, frame: dict[str, Any]) -> None:
+        assert self._room is not None
+        try:
+            if self._token is None:
+                raise Unauthorized("Join the room and connect with your token to post.")
+            message = await self.factory.chat.post(self._room.name, self._token, frame)
+        except ApiError as e:
+            if self.is_open():
+                self.sendMessage(error_frame(e, ref))
+            return
+        if self.is_open():
+            self.sendMessage(encode({"type": "ack", "ref": ref, "seq": message.seq}))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.connections.discard(self)
+        if self._room is not None:
+            self.factory.hub.unsubscribe(self._room.id, self)
+
+
+class LiveFactory(WebSocketServerFactory):
+    """The live connections of this daemon, and the one-entry cache of prepared frames."""
+
+    protocol = LiveProtocol
+
+    def __init__(self, chat: Chat, hub: Hub, reactor: IReactorTime) -> None:
+        super().__init__(reactor=reactor)
+        self.chat = chat
+        self.hub = hub
+        self.connections: set[LiveProtocol] = set()
+        self._prepared_event: Event | None = None
+        self._prepared: PreparedMessage | None = None
+        self.setProtocolOptions(
+            maxFramePayloadSize=MAX_FRAME, maxMessagePayloadSize=MAX_FRAME,
+            autoPingInterval=25, autoPingTimeout=30,
+            openHandshakeTimeout=10, closeHandshakeTimeout=5,
+        )
+
+    def prepared(self, event: Event) -> PreparedMessage:
+        """The frame for C{event}, prepared once: the Hub hands one event to all in a row."""
+        if event is not self._prepared_event:
+            self._prepared_event = event
+            self._prepared = self.prepareMessage(event.frame)
+        assert self._prepared is not None
+        return self._prepared
+
+    def close_all(self, clock: IReactorTime, timeout: float) -> Deferred[Any]:
+        """Close every connection with 1001; fires when all have closed or C{timeout} passed."""
+        closing = []
+        for connection in list(self.connections):
+            connection.sendClose(CLOSE_GOING_AWAY, "The server is shutting down.")
+            closing.append(connection.is_closed)
+        deadline = deferLater(clock, timeout, lambda: None)
+        done = DeferredList(closing, consumeErrors=True)
+        first = DeferredList([done, deadline], fireOnOneCallback=True, consumeErrors=True)
+        first.addBoth(lambda result: deadline.cancel())
+        return first

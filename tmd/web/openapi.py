@@ -1,0 +1,431 @@
+"""
+The OpenAPI 3.1 description of tmd's HTTP API, served at C{GET /api/v1/openapi.json}.
+
+API.md is the contract for people; this is the same contract for machines, so client
+authors can generate code and check requests, and the limits, error codes and resume
+rules are written down once, next to the server. The document is plain data built by
+small functions: to document a new endpoint, add its path item in L{_paths} using
+L{_operation} (which adds the shared error responses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = dict[str, Any]
+
+# What clients may send; the server stores names lower-case and returns them so.
+_ROOM_NAME = "^[A-Za-z0-9][A-Za-z0-9-]{1,62}$"
+_STORED_ROOM_NAME = "^[a-z0-9][a-z0-9-]{1,62}$"
+_HASHTAG = "^#?[A-Za-z0-9_]{1,100}$"
+_NO_CONTROL_CHARACTERS = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+_RESERVED = "`api`, `static`, `ws`, `metrics`, `healthz`, `replay`, `favicon.ico`, `robots.txt`"
+
+# Every error code, in the order of the Error schema's enum, with what it means.
+_ERROR_CODES: dict[str, str] = {
+    "bad_request": "the request is malformed: not JSON, a field of the wrong type or out"
+    " of range, or (with 415) not sent as `application/json`",
+    "invalid_name": f"the room name does not match the pattern or is reserved ({_RESERVED}, ...)",
+    "name_taken": "the name is already in use (a room name, or a nickname in this room,"
+    " compared case-insensitively)",
+    "not_found": "there is no room of that name",
+    "unauthorized": "the token or password is missing or wrong",
+    "forbidden": "the token is valid but may not do this",
+    "room_closed": "the room is closed for good (or has expired) and is read-only",
+    "room_paused": "the owner has paused posting; reading and the live view still work",
+    "muted": "the owner has muted this participant",
+    "too_long": "the trimmed body is longer than the room's `max_length`",
+    "empty": "the body is empty after trimming",
+    "rate_limited": "too many posts; wait `Retry-After` seconds",
+    "payload_too_large": "the request body is larger than the server accepts",
+    "method_not_allowed": "the path does not support this method",
+    "unavailable": "the daemon cannot serve requests now (e.g. its database is unreachable)",
+    "internal": "an unexpected server error; the server logs it",
+}
+
+# Each error status: its reusable response's name and description.
+_ERROR_STATUSES: dict[int, tuple[str, str]] = {
+    400: ("BadRequest", "The request is invalid."),
+    401: ("Unauthorized", "A token or password is missing or wrong."),
+    403: ("Forbidden", "The request is understood and refused."),
+    404: ("NotFound", "The room does not exist."),
+    409: ("Conflict", "The name is already taken."),
+    413: ("PayloadTooLarge", "The request body is too large."),
+    415: ("UnsupportedMediaType",
+          "The body is not `Content-Type: application/json`; the code is `bad_request`."),
+    429: ("TooManyRequests", "Too many requests; try again after `Retry-After` seconds."),
+    500: ("InternalError", "An unexpected server error."),
+}
+
+_INTRODUCTION = f"""\
+tmd is a self-hosted backchannel chat: short-lived rooms where an audience talks
+alongside a talk, class or event, live in the browser, over this API and a websocket.
+
+**Conventions.** JSON in and out, UTF-8. Request bodies must be sent with
+`Content-Type: application/json` (otherwise 415); unknown request fields are ignored.
+Times are RFC 3339 UTC strings such as `2026-11-24T17:00:00.123Z`. Every error is a
+4xx/5xx status with an `Error` body: `error.code` is a stable snake_case code to branch
+on, `error.message` is for people and may change.
+
+**Tokens.** Send `Authorization: Bearer <token>`. Creating a room returns its **owner
+token** (moderates the room); joining a room returns a **participant token** (posts as
+that nickname). Each is returned exactly once and cannot be recovered: keep it.
+
+**Sequence numbers.** Every message in a room has a `seq`: 1, 2, 3, ... in commit
+order, never reused. A deleted message keeps its number and is left out of listings,
+so a listing may skip numbers. To resume after a disconnect, ask for everything after
+the last seq you saw: `GET /api/v1/rooms/{{name}}/messages?after=N`, or the live
+socket with `since=N`; nothing is missed and nothing is repeated.
+
+**Room names** are case-insensitive slugs (`{_ROOM_NAME}`), stored and returned in
+lower case; reserved words ({_RESERVED}, ...) are refused with `invalid_name`.
+"""
+
+_LIVE = """\
+The live view of a room, as a websocket: connect to
+`ws://HOST/api/v1/rooms/{name}/live?since=N&token=T` (`wss://` behind TLS). Browsers
+cannot set headers on a websocket, hence the token in the query string; query strings
+are never logged. Every frame is one JSON text message.
+
+**Server to client**
+- `{"type": "welcome", "room": Room, "you": Participant | null}`: always the first frame
+  (`you` is null without a participant token).
+- `{"type": "message", "message": Message}`: the backlog, then live messages; strictly
+  ascending `seq`, no duplicates.
+- `{"type": "deleted", "seq": N}`: the owner deleted a message.
+- `{"type": "room", "room": Room}`: the room's state or settings changed.
+- `{"type": "presence", "online": N}`: clients online (at most a few per second).
+- `{"type": "ack", "ref": "...", "seq": N}`: your post was committed as `seq` N.
+- `{"type": "error", "ref": "..." | null, "code": "...", "message": "..."}`: the same
+  codes as HTTP errors; `ref` names the post it answers.
+
+**Client to server**
+- `{"type": "post", "body": "...", "ref": "client-chosen id"}`: the same rules as
+  `POST /api/v1/rooms/{name}/messages`; needs a participant token. The poster sees its
+  own message as a `message` frame and an `ack`.
+
+**Close codes**: `1001` the daemon is shutting down cleanly (reconnect with `since` =
+the last seq seen and miss nothing); `1008` bad token, forbidden room or foreign
+`Origin`; `1009` oversized frame; `1013` the client was too slow to keep up (its buffer
+limit was reached; reconnect with `since`); `4404` the room was deleted.
+
+The server pings at least every 25 s; proxies in between should allow quiet sockets
+for at least 60 s.
+"""
+
+
+def _schema(name: str) -> JSON:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(description: str, schema: JSON) -> JSON:
+    """A response (or request body, with C{required}) carrying JSON."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _object(properties: JSON, required: list[str] | None = None, **extra: Any) -> JSON:
+    """An object schema; every property is required unless C{required} says otherwise."""
+    names = list(properties) if required is None else required
+    return {"type": "object", "required": names, "properties": properties, **extra}
+
+
+def _integer(description: str, minimum: int, maximum: int | None = None, **extra: Any) -> JSON:
+    schema: JSON = {"type": "integer", "minimum": minimum, "description": description}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return {**schema, **extra}
+
+
+def _query(name: str, description: str, schema: JSON) -> JSON:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+def _room_name_parameter() -> JSON:
+    return {"name": "name", "in": "path", "required": True,
+            "description": "The room name, case-insensitive.",
+            "schema": {"type": "string", "pattern": _ROOM_NAME}}
+
+
+def _error_response(status: int) -> JSON:
+    """The reusable response for an error status: an C{Error} body."""
+    _, description = _ERROR_STATUSES[status]
+    response = _json(description, _schema("Error"))
+    if status == 429:
+        response["headers"] = {"Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "integer", "minimum": 0}}}
+    return response
+
+
+def _error(status: int, codes: tuple[str, ...]) -> JSON:
+    """A reference to the shared response for C{status}, naming the codes this operation uses."""
+    name, description = _ERROR_STATUSES[status]
+    meanings = "; ".join(f"`{code}`: {_ERROR_CODES[code]}" for code in codes)
+    return {"$ref": f"#/components/responses/{name}",
+            "description": f"{description} Codes: {meanings}."}
+
+
+def _operation(
+    operation_id: str,
+    tag: str,
+    summary: str,
+    description: str,
+    responses: JSON,
+    *,
+    errors: dict[int, tuple[str, ...]] | None = None,
+    parameters: list[JSON] | None = None,
+    body: str | None = None,
+    security: list[dict[str, list[str]]] | None = None,
+) -> JSON:
+    """
+    One operation. C{errors} maps each error status to the codes it can carry; a JSON
+    C{body} (a schema name) adds 413 and 415, and every operation may answer 500.
+    """
+    statuses = dict(errors or {})
+    if body is not None:
+        statuses |= {413: ("payload_too_large",), 415: ("bad_request",)}
+    statuses[500] = ("internal",)
+    operation: JSON = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "description": description,
+        "responses": {**responses, **{str(status): _error(status, codes)
+                                      for status, codes in sorted(statuses.items())}},
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, **_json(
+            "A JSON object; unknown fields are ignored.", _schema(body))}
+    if security is not None:
+        operation["security"] = security
+    return operation
+
+
+def _schemas() -> JSON:
+    timestamp = {"type": "string", "format": "date-time"}
+    seq = _integer("The message's number in its room: 1, 2, 3, ... in commit order.", 1)
+    return {
+        "Room": _object({
+            "name": {"type": "string", "pattern": _STORED_ROOM_NAME,
+                     "description": "The room name, lower-case."},
+            "title": {"type": "string", "maxLength": 200},
+            "state": {"type": "string", "enum": ["open", "paused", "closed"],
+                      "description": "`open`; `paused` (reading and the live view work,"
+                      " posting is refused); `closed` (read-only for good; an expired"
+                      " room is closed)."},
+            "created_at": timestamp,
+            "expires_at": {**timestamp, "description": "When the room's lifetime ends."},
+            "max_length": _integer("The longest message body, in characters.", 1, 1000),
+            "has_password": {"type": "boolean",
+                             "description": "Joining and reading need the password."},
+            "hashtags": {"type": "array", "maxItems": 10, "items": {"type": "string"},
+                         "description": "Hashtags whose social posts are brought in."},
+            "online": _integer("Clients connected to the live view now.", 0),
+            "last_seq": _integer("The highest seq in the room; 0 before the first message.",
+                                 0),
+        }, examples=[{
+            "name": "physics-101", "title": "Physics 101", "state": "open",
+            "created_at": "2026-11-24T17:00:00.123Z", "expires_at": "2026-11-25T17:00:00.123Z",
+            "max_length": 280, "has_password": False, "hashtags": ["#phys101"],
+            "online": 12, "last_seq": 57}]),
+        "Message": _object({
+            "seq": seq,
+            "room": {"type": "string", "pattern": _STORED_ROOM_NAME},
+            "kind": {"type": "string", "enum": ["chat", "social", "system"],
+                     "description": "`chat`: posted by a participant; `social`: brought in"
+                     " from a social network (see `source`); `system`: a room event worth"
+                     " keeping in the transcript."},
+            "author": {"type": ["string", "null"],
+                       "description": "The nickname (`chat`), the handle such as `@ada`"
+                       " (`social`), or null."},
+            "body": {"type": "string"},
+            "created_at": timestamp,
+            "source": {**_object({
+                "network": {"type": "string", "examples": ["twitter", "mastodon"]},
+                "id": {"type": "string", "description": "The post's id on that network."},
+                "url": {"type": "string", "format": "uri"},
+            }), "type": ["object", "null"],
+                "description": "Where a `social` message came from; null otherwise."},
+        }, examples=[{
+            "seq": 58, "room": "physics-101", "kind": "chat", "author": "ada",
+            "body": "Is light a wave?", "created_at": "2026-11-24T17:05:00.000Z",
+            "source": None}]),
+        "Participant": _object({
+            "id": {"type": "string"},
+            "nickname": {"type": "string"},
+        }),
+        "ErrorDetail": _object({
+            "code": {"type": "string", "enum": list(_ERROR_CODES), "description": "; ".join(
+                f"`{code}`: {meaning}" for code, meaning in _ERROR_CODES.items()) + "."},
+            "message": {"type": "string", "description": "For people; may change."},
+        }),
+        "Error": _object({"error": _schema("ErrorDetail")}),
+        "CreateRoom": _object({
+            "name": {"type": "string", "pattern": _ROOM_NAME,
+                     "description": "Case-insensitive; stored lower-case. Reserved words"
+                     f" ({_RESERVED}, ...) are refused with `invalid_name`."},
+            "title": {"type": "string", "minLength": 0, "maxLength": 200,
+                      "description": "Defaults to the name."},
+            "lifetime": _integer("Seconds until the room expires (1 hour to 1 year).",
+                                 3600, 31536000, default=86400),
+            "password": {"type": "string", "minLength": 1, "maxLength": 200,
+                         "description": "If set, joining and reading need it."},
+            "hashtags": {"type": "array", "maxItems": 10,
+                         "items": {"type": "string", "pattern": _HASHTAG},
+                         "description": "Social hashtags to bring into the room."},
+            "max_length": _integer("The longest message body, in characters.", 1, 1000,
+                                   default=280),
+        }, required=["name"]),
+        "CreatedRoom": _object({
+            "room": _schema("Room"),
+            "owner_token": {"type": "string", "description": "The owner's bearer token."
+                            " Returned only here, once: keep it."},
+        }),
+        "Join": _object({
+            "nickname": {"type": "string", "minLength": 1, "maxLength": 32,
+                         "pattern": _NO_CONTROL_CHARACTERS,
+                         "description": "1..32 characters after surrounding whitespace is"
+                         " trimmed, no control characters; unique in the room"
+                         " case-insensitively."},
+            "password": {"type": "string",
+                         "description": "Required if the room has a password."},
+        }, required=["nickname"]),
+        "Joined": _object({
+            "participant": _schema("Participant"),
+            "token": {"type": "string", "description": "The participant's bearer token"
+                      " (posts as this nickname). Returned only here, once: keep it."},
+        }),
+        "MessagePage": _object({
+            "messages": {"type": "array", "items": _schema("Message"),
+                         "description": "Ascending by seq."},
+            "last_seq": _integer(
+                "The room's highest seq when the page was read. If it is greater than"
+                " the last message's seq, there is more: ask again with `after` set to"
+                " that message's seq.", 0),
+        }),
+        "PostMessage": _object({
+            "body": {"type": "string", "description": "Trimmed, then 1..`max_length`"
+                     " characters (`empty` / `too_long` otherwise)."},
+        }),
+    }
+
+
+def _paths() -> JSON:
+    room = [_room_name_parameter()]
+    read_auth: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}]  # token optional
+    return {
+        "/api/v1/rooms": {"post": _operation(
+            "createRoom", "rooms", "Create a room",
+            "Creates a room and returns it with its owner token (returned only here).",
+            {"201": _json("The room was created.", _schema("CreatedRoom"))},
+            errors={400: ("bad_request", "invalid_name"), 409: ("name_taken",)},
+            body="CreateRoom")},
+        "/api/v1/rooms/{name}": {"parameters": room, "get": _operation(
+            "getRoom", "rooms", "Get a room", "The room's metadata.",
+            {"200": _json("The room.", _schema("Room"))},
+            errors={404: ("not_found",)})},
+        "/api/v1/rooms/{name}/join": {"parameters": room, "post": _operation(
+            "joinRoom", "rooms", "Join a room",
+            "Takes a nickname in the room and returns a participant token for posting"
+            " (returned only here). Paused rooms can be joined; closed ones cannot.",
+            {"201": _json("Joined.", _schema("Joined"))},
+            errors={400: ("bad_request",), 401: ("unauthorized",), 403: ("room_closed",),
+                    404: ("not_found",), 409: ("name_taken",)},
+            body="Join")},
+        "/api/v1/rooms/{name}/messages": {
+            "parameters": room,
+            "get": _operation(
+                "listMessages", "messages", "List messages",
+                "Messages with seq greater than `after`, ascending, at most `limit` of"
+                " them. Page through a room by passing the last seq received as `after`."
+                " A password room needs a participant or owner token; other rooms need"
+                " none.",
+                {"200": _json("A page of messages.", _schema("MessagePage"))},
+                errors={400: ("bad_request",), 401: ("unauthorized",),
+                        404: ("not_found",)},
+                parameters=[
+                    _query("after", "Return messages with seq greater than this.",
+                           _integer("A seq.", 0, default=0)),
+                    _query("limit", "The most messages to return.",
+                           _integer("A count.", 1, 1000, default=100)),
+                ],
+                security=read_auth),
+            "post": _operation(
+                "postMessage", "messages", "Post a message",
+                "Posts as the participant whose token is given. The body is trimmed and"
+                " must then be 1..`max_length` characters. The message reaches live"
+                " clients after it is committed.",
+                {"201": _json("The committed message, with its seq.", _schema("Message"))},
+                errors={400: ("bad_request", "empty", "too_long"), 401: ("unauthorized",),
+                        403: ("room_closed", "room_paused", "muted"), 404: ("not_found",),
+                        429: ("rate_limited",)},
+                body="PostMessage", security=[{"bearerAuth": []}]),
+        },
+        "/api/v1/rooms/{name}/live": {"parameters": room, "get": _operation(
+            "live", "live", "Live view (websocket)", _LIVE,
+            {"101": {"description": "Switching Protocols: the websocket is open and the"
+                     " first frame is `welcome`."}},
+            parameters=[
+                _query("since", "Send every message with seq greater than this first,"
+                       " then live ones. Without it, the last 100 messages.",
+                       _integer("A seq.", 0)),
+                _query("token", "A participant token (enables posting; needed for a"
+                       " password room).", {"type": "string"}),
+            ])},
+        "/healthz": {"get": _operation(
+            "health", "operations", "Health check",
+            "Liveness and database check, for load balancers and monitoring.",
+            {"200": _json("Healthy.", _object(
+                {"status": {"type": "string", "const": "ok"}})),
+             "503": _json("Not healthy; the body says why.", _object(
+                 {"status": {"type": "string", "const": "unavailable"},
+                  "error": _schema("ErrorDetail")}))})},
+        "/api/v1/openapi.json": {"get": _operation(
+            "openapi", "operations", "This document", "The OpenAPI description of this API.",
+            {"200": _json("An OpenAPI 3.1 document.", {"type": "object"})})},
+        "/": {"get": _operation(
+            "homePage", "pages", "Browser page: create a room", "The browser page.",
+            {"200": _html()})},
+        "/{name}": {"parameters": room, "get": _operation(
+            "roomPage", "pages", "Browser page: a room",
+            "The browser page to join and chat in room `name`.", {"200": _html()})},
+    }
+
+
+def _html() -> JSON:
+    return {"description": "An HTML page.",
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """
+    The OpenAPI 3.1.0 document describing tmd's HTTP API, as JSON-ready data.
+
+    C{version} is tmd's version, reported as C{info.version}. Every call builds a
+    new document, so callers may change theirs freely.
+    """
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tmd", "version": version, "description": _INTRODUCTION,
+                 "license": {"name": "MIT", "identifier": "MIT"}},
+        "tags": [
+            {"name": "rooms", "description": "Create, inspect and join rooms."},
+            {"name": "messages", "description": "Read and post messages."},
+            {"name": "live", "description": "The websocket live view."},
+            {"name": "operations", "description": "Health and this description."},
+            {"name": "pages", "description": "The browser chat page."},
+        ],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": {name: _error_response(status)
+                          for status, (name, _) in _ERROR_STATUSES.items()},
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "An owner token (from creating a room) or a participant"
+                " token (from joining one)."}},
+        },
+    }
