@@ -18,6 +18,7 @@ from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 
 from tmd.chat import Chat
 from tmd.errors import ApiError, BadRequest, NotFound, Unauthorized
@@ -39,6 +40,7 @@ class LiveProtocol(WebSocketServerProtocol):
     """One live client of one room."""
 
     factory: LiveFactory
+    _log = Logger()  # Autobahn owns .log
 
     def __init__(self) -> None:
         super().__init__()
@@ -77,7 +79,7 @@ class LiveProtocol(WebSocketServerProtocol):
         except ApiError as e:
             self._refuse(e)
             return
-        if not self.is_open():
+        if not self._can_send():
             return
         self._room = room
         self.factory.hub.subscribe(room.id, self)
@@ -92,17 +94,23 @@ class LiveProtocol(WebSocketServerProtocol):
 
     def _refuse(self, error: ApiError) -> None:
         self.sendMessage(error_frame(error, None))
-        code = CLOSE_GONE if isinstance(error, NotFound) else CLOSE_POLICY
-        self.sendClose(code, error.message[:120])
+        self.close(CLOSE_GONE if isinstance(error, NotFound) else CLOSE_POLICY, error.message)
 
-    def is_open(self) -> bool:
+    def close(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with C{code}. (Autobahn's C{sendClose} accepts only
+        application codes; 1001 and 1008 are the protocol's own.)
+        """
+        self.sendCloseFrame(code, reason.encode("utf-8")[:120], isReply=False)
+
+    def _can_send(self) -> bool:
         return self.state == WebSocketServerProtocol.STATE_OPEN
 
     async def _catch_up(self) -> None:
         """Send from the store what came after the last seq sent, then what waited."""
         assert self._room is not None
         self._catching_up = True
-        while self.is_open():
+        while self._can_send():
             messages, last_seq = await self.factory.chat.messages(self._room, self._last_seq, PAGE)
             for message in messages:
                 self._send_message(message)
@@ -115,7 +123,7 @@ class LiveProtocol(WebSocketServerProtocol):
             self.deliver(event)
 
     def _send_message(self, message: Message) -> None:
-        if self.is_open():
+        if self._can_send():
             self.sendMessage(message_frame(message))
             self._last_seq = message.seq
 
@@ -124,7 +132,7 @@ class LiveProtocol(WebSocketServerProtocol):
         if self._catching_up:
             self._pending.append(event)
             return
-        if not self.is_open():
+        if not self._can_send():
             return
         seq = event.seq
         if seq is not None:
@@ -165,10 +173,10 @@ class LiveProtocol(WebSocketServerProtocol):
                 raise Unauthorized("Join the room and connect with your token to post.")
             message = await self.factory.chat.post(self._room.name, self._token, frame)
         except ApiError as e:
-            if self.is_open():
+            if self._can_send():
                 self.sendMessage(error_frame(e, ref))
             return
-        if self.is_open():
+        if self._can_send():
             self.sendMessage(encode({"type": "ack", "ref": ref, "seq": message.seq}))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -207,7 +215,7 @@ class LiveFactory(WebSocketServerFactory):
         """Close every connection with 1001; fires when all have closed or C{timeout} passed."""
         closing = []
         for connection in list(self.connections):
-            connection.sendClose(CLOSE_GOING_AWAY, "The server is shutting down.")
+            connection.close(CLOSE_GOING_AWAY, "The server is shutting down.")
             closing.append(connection.is_closed)
         deadline = deferLater(clock, timeout, lambda: None)
         done = DeferredList(closing, consumeErrors=True)

@@ -1,0 +1,113 @@
+"""
+A real C{twistd -n tmd} process for end-to-end tests.
+
+It runs from a temporary working directory, so it uses the installed tmd (not
+the checkout), listens on a free loopback port, and says which in its log: the
+test waits for that line rather than polling the port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+LISTENING = re.compile(rb"tmd listening on TCP [0-9.]+:(\d+)")
+CLEAN_STOP = (None, signal.SIGTERM)
+START_TIMEOUT = 30
+STOP_TIMEOUT = 30
+
+
+def twistd() -> str:
+    """The twistd beside this Python, so the daemon runs in the same environment."""
+    return str(Path(sys.executable).parent / "twistd")
+
+
+class _Output(ProcessProtocol):
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.listening: Deferred[int] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.status: tuple[int | None, int | None] = (None, None)
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        for line in complete:
+            self.lines.append(line)
+            match = LISTENING.search(line)
+            if match and not self.listening.called:
+                self.listening.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        ended = reason.value if reason.check(ProcessDone, ProcessTerminated) else None
+        code = ended.exitCode if ended is not None else None
+        self.status = (code, ended.signal if ended is not None else None)
+        if not self.listening.called:
+            output = b"\n".join(self.lines).decode("utf-8", "replace")
+            self.listening.errback(RuntimeError(f"twistd exited ({code}) before listening:\n{output}"))
+        self.ended.callback(None)
+
+
+class Daemon:
+    """One running daemon; C{url} is its base URL once C{start} has fired."""
+
+    def __init__(self, directory: Path, args: list[str]) -> None:
+        self.directory = directory
+        self.args = args
+        self.port = 0
+        self._output = _Output()
+
+    @classmethod
+    async def start(cls, test: TestCase, *extra: str, directory: Path | None = None,
+                    listen: str = "tcp:0:interface=127.0.0.1") -> Daemon:
+        """Start a daemon (on a fresh SQLite file in C{directory}) and stop it at cleanup."""
+        if directory is None:
+            directory = Path(test.mktemp()).resolve()
+            directory.mkdir(parents=True)
+        args = ["--listen", listen, "--database", f"sqlite:{directory / 'tmd.sqlite3'}", *extra]
+        daemon = cls(directory, args)
+        test.addCleanup(daemon.stop)
+        await daemon._spawn()
+        return daemon
+
+    async def _spawn(self) -> None:
+        self._output = _Output()
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self._process = reactor.spawnProcess(
+            self._output, twistd(), [twistd(), "-n", "--pidfile=", "tmd", *self.args],
+            env=env, path=str(self.directory))
+        self.port = await self._output.listening.addTimeout(START_TIMEOUT, reactor)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def output(self) -> str:
+        return b"\n".join(self._output.lines).decode("utf-8", "replace")
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self._spawn()
+
+    async def stop(self) -> tuple[int | None, int | None]:
+        """
+        SIGTERM; once the process has gone, its (exit code, signal): twistd, after a
+        clean shutdown on SIGTERM, ends itself with that signal again: L{CLEAN_STOP}.
+        """
+        if not self._output.ended.called:
+            self._process.signalProcess(signal.SIGTERM)
+            await self._output.ended.addTimeout(STOP_TIMEOUT, reactor)
+        return self._output.status

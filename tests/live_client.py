@@ -1,0 +1,92 @@
+"""A real websocket client for tests: collects JSON frames, and waits on them with Deferreds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+Frames = list[dict[str, Any]]
+TIMEOUT = 15
+
+
+class LiveClient(WebSocketClientProtocol):
+    """Keeps every frame; C{wait_for(predicate)} fires once C{predicate(frames)} holds."""
+
+    factory: LiveClientFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: Frames = []
+        self.close_code: int | None = None
+        self.closed: Deferred[int | None] = Deferred()
+        self._waiting: list[tuple[Callable[[Frames], bool], Deferred[Frames]]] = []
+
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.frames.append(json.loads(payload.decode("utf-8")))
+        still = []
+        for predicate, d in self._waiting:
+            if predicate(self.frames):
+                d.callback(self.frames)
+            else:
+                still.append((predicate, d))
+        self._waiting = still
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.close_code = code
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"refused: {code} {reason}"))
+        self.closed.callback(code)
+        for _, d in self._waiting:
+            d.errback(ConnectionError(f"closed with {code} while waiting; frames: {self.frames}"))
+        self._waiting = []
+
+    def wait_for(self, predicate: Callable[[Frames], bool]) -> Deferred[Frames]:
+        from twisted.internet import reactor
+
+        if predicate(self.frames):
+            return Deferred.fromCoroutine(_value(self.frames))
+        d: Deferred[Frames] = Deferred()
+        self._waiting.append((predicate, d))
+        return d.addTimeout(TIMEOUT, reactor)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [f["message"] for f in self.frames if f["type"] == "message"]
+
+    def post(self, body: str, ref: str) -> None:
+        self.sendMessage(json.dumps({"type": "post", "body": body, "ref": ref}).encode("utf-8"))
+
+
+class LiveClientFactory(WebSocketClientFactory):
+    protocol = LiveClient
+
+    def __init__(self, url: str) -> None:
+        from twisted.internet import reactor
+
+        super().__init__(url, reactor=reactor)
+        self.opened: Deferred[LiveClient] = Deferred()
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
+async def connect(port: int, path: str) -> LiveClient:
+    """Open a websocket to C{ws://127.0.0.1:port/path}; fires once the handshake is done."""
+    from twisted.internet import reactor
+
+    factory = LiveClientFactory(f"ws://127.0.0.1:{port}{path}")
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    return await factory.opened.addTimeout(TIMEOUT, reactor)
+
+
+def count(kind: str, n: int) -> Callable[[Frames], bool]:
+    """A predicate: at least C{n} frames of type C{kind}."""
+    return lambda frames: sum(1 for f in frames if f["type"] == kind) >= n
