@@ -20,7 +20,15 @@ from twisted.internet.interfaces import IReactorTime
 
 from tmd import tokens
 from tmd.errors import (
-    BadRequest, Empty, InvalidName, Muted, NotFound, RoomClosed, RoomPaused, TooLong, Unauthorized,
+    BadRequest,
+    Empty,
+    InvalidName,
+    Muted,
+    NotFound,
+    RoomClosed,
+    RoomPaused,
+    TooLong,
+    Unauthorized,
 )
 from tmd.hub import Hub
 from tmd.model import Event, Message, NewMessage, NewRoom, Participant, Room
@@ -54,10 +62,17 @@ def room_name(name: str) -> str:
     return slug
 
 
+# Invisible characters that only serve to deceive: zero-width spaces, BOM, bidi overrides.
+_INVISIBLE = frozenset("\u200b\u2060\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def clean_text(text: str) -> str:
-    """Trimmed, with line breaks as LF and no other control characters."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
+    """NFC, trimmed, with line breaks as LF, no other control and no deceptive characters."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return "".join(
+        c for c in text
+        if c in "\n\t" or (unicodedata.category(c) != "Cc" and c not in _INVISIBLE)
+    ).strip()
 
 
 def _bounded(request: dict[str, Any], key: str, bounds: tuple[int, int, int]) -> int:
@@ -74,12 +89,12 @@ def _hashtags(request: dict[str, Any]) -> tuple[str, ...]:
     assert tags is not None
     if len(tags) > MAX_HASHTAGS:
         raise BadRequest(f"A room has at most {MAX_HASHTAGS} hashtags.")
-    found: dict[str, None] = {}
+    found: dict[str, str] = {}  # hashtags match case-insensitively: keep the first spelling
     for tag in tags:
         if not isinstance(tag, str) or not HASHTAG.fullmatch(tag):
-            raise BadRequest("Each hashtag is letters, digits or underscores, with an optional '#'.")
-        found["#" + tag.lstrip("#")] = None
-    return tuple(found)
+            raise BadRequest("A hashtag is letters, digits or underscores, with an optional '#'.")
+        found.setdefault(tag.lstrip("#").lower(), "#" + tag.lstrip("#"))
+    return tuple(found.values())
 
 
 class Chat:

@@ -45,7 +45,7 @@ def load(options: Mapping[str, Any]) -> Config:
                 document = tomllib.load(f)
         except OSError as e:
             raise ConfigError(f"Cannot read the configuration file {path}: {e.strerror}.") from None
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"The configuration file {path} is not valid TOML: {e}.") from None
         for key, value in document.items():
             if key in _TOP_LEVEL:

@@ -7,6 +7,7 @@ Times are integer milliseconds since the epoch (UTC); L{tmd.wire} renders them.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from attrs import field, frozen
@@ -49,6 +50,15 @@ class NewRoom:
     hashtags: tuple[str, ...]
     password_hash: str | None
     owner_token_hash: bytes
+
+
+def nickname_key(nickname: str) -> str:
+    """
+    What makes two nicknames the same: compatibility forms and case folded, invisible
+    formatting dropped, so that look-alikes such as "Ada" and "ａｄａ" cannot both join.
+    """
+    folded = unicodedata.normalize("NFKC", nickname).casefold()
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf")
 
 
 @frozen

@@ -62,14 +62,21 @@ class Options(usage.Options):
         sys.exit(0)
 
     def postOptions(self) -> None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as installed
+
+        reactor: Any = installed
 
         try:
             self.config = load(self)
-            serverFromString(reactor, self.config.listen)
             store_for(self.config.database, reactor)
-        except (ConfigError, ValueError) as e:
+        except ValueError as e:  # ConfigError included
             raise usage.UsageError(str(e)) from None
+        try:
+            serverFromString(reactor, self.config.listen)
+        except (ValueError, OSError) as e:
+            raise usage.UsageError(
+                f"--listen {self.config.listen!r} is not an endpoint tmd can listen on: {e}."
+                " Examples: tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/tmd.sock.") from None
 
 
 def makeService(options: Options) -> IService:

@@ -23,7 +23,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from tmd.errors import NameTaken, NotFound
-from tmd.model import Message, NewMessage, NewRoom, Participant, Room
+from tmd.model import Message, NewMessage, NewRoom, Participant, Room, nickname_key
 from tmd.store.interface import IStore
 from tmd.store.migrations import migrations
 
@@ -118,9 +118,12 @@ class SQLiteStore:
             db.close()
             self._db = None
 
-        d = self._run(shut) if self._db is not None else succeed(None)
-        d.addBoth(lambda result: (self._pool.stop(), result)[1])
-        return d
+        d: Deferred[None] = self._run(shut) if self._db is not None else succeed(None)
+        def stop_pool(result: object) -> object:
+            self._pool.stop()
+            return result
+
+        return d.addBoth(stop_pool)
 
     def check(self) -> Deferred[None]:
         return self._run(lambda db: db.execute("SELECT 1").fetchone() and None)
@@ -136,7 +139,9 @@ class SQLiteStore:
                         (new.name, new.title, new.created_at, new.expires_at, new.max_length,
                          new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash),
                     ).fetchone()
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as e:
+                if "rooms.name" not in str(e):
+                    raise
                 raise NameTaken(f"The room name '{new.name}' is taken.") from None
             return _room(row)
 
@@ -144,7 +149,8 @@ class SQLiteStore:
 
     def room(self, name: str) -> Deferred[Room | None]:
         def select(db: sqlite3.Connection) -> Room | None:
-            row = db.execute(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE name = ?", (name,)).fetchone()
+            query = f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE name = ?"
+            row = db.execute(query, (name,)).fetchone()
             return _room(row) if row is not None else None
 
         return self._run(select)
@@ -157,9 +163,12 @@ class SQLiteStore:
                     db.execute(
                         "INSERT INTO participants (id, room_id, nickname, nickname_key,"
                         " token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (participant_id, room_id, nickname, nickname.casefold(), token_hash, now_ms),
+                        (participant_id, room_id, nickname, nickname_key(nickname), token_hash,
+                         now_ms),
                     )
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as e:
+                if "nickname_key" not in str(e):
+                    raise
                 raise NameTaken(f"The nickname '{nickname}' is taken in this room.") from None
             return Participant(id=participant_id, room_id=room_id, nickname=nickname, muted=False)
 

@@ -1,0 +1,151 @@
+"""Tests for L{tmd.config.load}: defaults, the TOML file, and the command line over both."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tmd.config import DEFAULT_DATABASE, DEFAULT_LISTEN, Config, ConfigError, load
+
+FULL = """\
+listen = "tcp:9000:interface=127.0.0.1"
+database = "sqlite:/var/lib/tmd/tmd.sqlite3"
+public_url = "https://chat.example.org"
+
+[twitter]
+bearer_token_file = "/etc/tmd/twitter-token"
+api_url = "https://api.x.com"
+
+[[webhooks]]
+url = "https://hooks.example.org/one"
+secret = "s1"
+
+[[webhooks]]
+url = "https://hooks.example.org/two"
+secret_file = "/etc/tmd/hook-secret"
+
+[replay]
+token_file = "/etc/tmd/replay-token"
+downstreams = ["http://10.0.0.2:8000"]
+outbox = true
+"""
+
+
+class LoadTests(SynchronousTestCase):
+    def write(self, text: str | bytes) -> str:
+        """A configuration file holding C{text}; returns its path."""
+        path = self.mktemp() + ".toml"
+        with open(path, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
+        return path
+
+    def refused(self, options: dict[str, Any]) -> str:
+        """Loading C{options} fails with L{ConfigError}; returns its message."""
+        return str(self.assertRaises(ConfigError, load, options))
+
+    def test_defaults(self) -> None:
+        """With no options and no file, every setting has its default."""
+        config = load({})
+        self.assertEqual(
+            (config.listen, config.database, config.public_url, config.plugins, config.sections),
+            ("tcp:8080", "sqlite:tmd.sqlite3", None, (), {}))
+        self.assertEqual((DEFAULT_LISTEN, DEFAULT_DATABASE), ("tcp:8080", "sqlite:tmd.sqlite3"))
+
+    def test_not_utf8(self) -> None:
+        """A file that is not UTF-8 is a ConfigError naming the file."""
+        path = self.write(b'public_url = "caf\xe9"\n')
+        self.assertIn(path, self.refused({"config": path}))
+
+    def test_options_none(self) -> None:
+        """Options given as None (not on the command line) leave the defaults alone."""
+        config = load({"config": None, "listen": None, "database": None, "public-url": None,
+                       "plugins": []})
+        self.assertEqual(config, Config())
+
+    def test_file(self) -> None:
+        """Top-level settings come from the TOML file."""
+        config = load({"config": self.write(FULL)})
+        self.assertEqual(
+            (config.listen, config.database, config.public_url),
+            ("tcp:9000:interface=127.0.0.1", "sqlite:/var/lib/tmd/tmd.sqlite3",
+             "https://chat.example.org"))
+
+    def test_sections(self) -> None:
+        """Tables and arrays of tables are kept in C{sections} as they are."""
+        config = load({"config": self.write(FULL)})
+        self.assertEqual(sorted(config.sections), ["replay", "twitter", "webhooks"])
+        self.assertEqual(config.sections["twitter"], {
+            "bearer_token_file": "/etc/tmd/twitter-token", "api_url": "https://api.x.com"})
+        self.assertEqual([hook["url"] for hook in config.sections["webhooks"]],
+                         ["https://hooks.example.org/one", "https://hooks.example.org/two"])
+        self.assertEqual(config.sections["replay"]["outbox"], True)
+
+    def test_partial_file(self) -> None:
+        """Settings the file leaves out keep their defaults."""
+        config = load({"config": self.write('public_url = "https://chat.example.org"\n')})
+        self.assertEqual((config.listen, config.database, config.public_url),
+                         (DEFAULT_LISTEN, DEFAULT_DATABASE, "https://chat.example.org"))
+
+    def test_empty_file(self) -> None:
+        """An empty file is a valid configuration of defaults."""
+        self.assertEqual(load({"config": self.write("")}), Config())
+
+    def test_options_override_file(self) -> None:
+        """Command-line options win over the file, setting by setting."""
+        config = load({
+            "config": self.write(FULL), "listen": "tcp:8081", "database": "sqlite:other.sqlite3",
+            "public-url": "https://other.example.org", "plugins": ["irc", "twitter"],
+        })
+        self.assertEqual(
+            (config.listen, config.database, config.public_url, config.plugins),
+            ("tcp:8081", "sqlite:other.sqlite3", "https://other.example.org", ("irc", "twitter")))
+        self.assertIn("twitter", config.sections)
+
+    def test_one_option_overrides(self) -> None:
+        """An option overrides only its own setting; the rest still come from the file."""
+        config = load({"config": self.write(FULL), "listen": "tcp:8081"})
+        self.assertEqual((config.listen, config.database),
+                         ("tcp:8081", "sqlite:/var/lib/tmd/tmd.sqlite3"))
+
+    def test_missing_file(self) -> None:
+        """A file that cannot be read is a ConfigError naming it."""
+        path = os.path.join(self.mktemp(), "absent.toml")
+        message = self.refused({"config": path})
+        self.assertIn(path, message)
+        self.assertIn("Cannot read", message)
+
+    def test_directory(self) -> None:
+        """A directory given as the file is a ConfigError naming it."""
+        path = self.mktemp()
+        os.makedirs(path)
+        self.assertIn(path, self.refused({"config": path}))
+
+    def test_invalid_toml(self) -> None:
+        """A file that is not TOML is a ConfigError naming it."""
+        path = self.write('listen = "tcp:8080\n')
+        message = self.refused({"config": path})
+        self.assertIn(path, message)
+        self.assertIn("not valid TOML", message)
+
+    def test_wrong_type(self) -> None:
+        """A top-level setting of the wrong type is a ConfigError naming the file and the key."""
+        for text in ["listen = 8080\n", 'database = ["sqlite:x"]\n', "public_url = true\n"]:
+            path = self.write(text)
+            message = self.refused({"config": path})
+            self.assertIn(path, message)
+            self.assertIn(text.split(" ")[0], message)
+
+    def test_unknown_key(self) -> None:
+        """An unknown top-level setting is a ConfigError naming the file and the key."""
+        path = self.write('listen = "tcp:8080"\nlisten_port = 8080\n')
+        message = self.refused({"config": path})
+        self.assertIn(path, message)
+        self.assertIn("'listen_port'", message)
+
+    def test_frozen(self) -> None:
+        """The configuration cannot be changed once loaded."""
+        config = load({})
+        with self.assertRaises(AttributeError):
+            config.listen = "tcp:1"  # type: ignore[misc]

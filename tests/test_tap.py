@@ -1,0 +1,137 @@
+"""Tests for L{tmd.tap}: the command line, the wiring of services, and the twistd plugin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.helpers import ImmediatePool, database_path
+from tmd.config import Config
+from tmd.tap import Options, build
+from tmd.web import WebService
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class ThreadPoolMemoryReactor(MemoryReactorClock):
+    """A L{MemoryReactorClock} with the reactor's thread pool, as C{build} wants it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = ImmediatePool()
+
+    def getThreadPool(self) -> ImmediatePool:
+        return self.pool
+
+
+class OptionsTests(SynchronousTestCase):
+    def refused(self, *argv: str) -> str:
+        """Parsing C{argv} fails with L{UsageError}; returns its message."""
+        return str(self.assertRaises(UsageError, parse, *argv))
+
+    def test_unusable_endpoints(self) -> None:
+        """Endpoints that cannot be built are usage errors naming --listen, not tracebacks."""
+        for endpoint in ("ssl:443", "tcp:notaport", "nonsense:1"):
+            self.assertIn("--listen", self.refused("--listen", endpoint), endpoint)
+
+    def test_defaults(self) -> None:
+        """With no options, tmd listens on tcp:8080 and keeps data in sqlite:tmd.sqlite3."""
+        config = parse().config
+        assert config is not None
+        self.assertEqual((config.listen, config.database, config.public_url, config.plugins),
+                         ("tcp:8080", "sqlite:tmd.sqlite3", None, ()))
+
+    def test_options(self) -> None:
+        """--listen, --database, --public-url and repeated --plugin end up in the config."""
+        config = parse("--listen", "tcp:9000:interface=127.0.0.1", "--database",
+                       "sqlite:/tmp/x.sqlite3", "--public-url", "https://chat.example.org",
+                       "--plugin", "irc", "--plugin", "twitter").config
+        assert config is not None
+        self.assertEqual(
+            (config.listen, config.database, config.public_url, config.plugins),
+            ("tcp:9000:interface=127.0.0.1", "sqlite:/tmp/x.sqlite3", "https://chat.example.org",
+             ("irc", "twitter")))
+
+    def test_fresh_plugins(self) -> None:
+        """Each Options starts with no plugins: the list is not shared between instances."""
+        parse("--plugin", "irc")
+        config = parse().config
+        assert config is not None
+        self.assertEqual(config.plugins, ())
+
+    def test_bad_endpoint(self) -> None:
+        """An endpoint string of an unknown type is a UsageError naming it."""
+        self.assertIn("nonsense", self.refused("--listen", "nonsense:1"))
+
+    def test_bad_database(self) -> None:
+        """An unsupported database URL is a UsageError saying what is supported."""
+        for url in ("mysql://x", "sqlite:", "tmd.sqlite3"):
+            message = self.refused("--database", url)
+            self.assertIn(repr(url), message)
+            self.assertIn("sqlite:PATH", message)
+
+    def test_unknown_option(self) -> None:
+        """An option tmd does not have is a UsageError."""
+        self.assertIn("nope", self.refused("--nope"))
+
+    def test_config_file(self) -> None:
+        """--config reads the TOML file; options given with it still win."""
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('listen = "tcp:9001"\ndatabase = "sqlite:from-file.sqlite3"\n'
+                    '[irc]\nlisten = "tcp:6667"\n')
+        config = parse("--config", path, "--database", "sqlite:from-cli.sqlite3").config
+        assert config is not None
+        self.assertEqual((config.listen, config.database), ("tcp:9001", "sqlite:from-cli.sqlite3"))
+        self.assertEqual(config.sections["irc"], {"listen": "tcp:6667"})
+
+    def test_config_file_broken(self) -> None:
+        """A configuration file that is wrong is a UsageError naming the file."""
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("listen = 8080\n")
+        self.assertIn(path, self.refused("--config", path))
+
+    def test_config_file_bad_endpoint(self) -> None:
+        """An endpoint from the file is checked as one from the command line is."""
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('listen = "nonsense:1"\n')
+        self.assertIn("nonsense", self.refused("--config", path))
+
+
+class BuildTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = ThreadPoolMemoryReactor()
+        self.config = Config(listen="tcp:8123", database="sqlite:" + database_path(self))
+
+    def test_children(self) -> None:
+        """The root service starts store, hub and web, in that order."""
+        root = build(self.config, self.reactor)
+        self.assertEqual([service.name for service in root], ["store", "hub", "web"])
+        self.assertIsInstance(root.getServiceNamed("web"), WebService)
+
+    def test_nothing_done(self) -> None:
+        """Building only wires: nothing listens, nothing is scheduled, no thread work runs."""
+        root = build(self.config, self.reactor)
+        self.assertFalse(root.running)
+        self.assertEqual((self.reactor.tcpServers, self.reactor.getDelayedCalls()), ([], []))
+        self.assertEqual(self.reactor.pool.calls, 0)
+
+
+class PluginTests(SynchronousTestCase):
+    def test_twistd_plugin(self) -> None:
+        """twistd finds the 'tmd' plugin, whose options are tmd.tap's."""
+        makers: dict[str, Any] = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertIn("tmd", makers)
+        self.assertIs(makers["tmd"].options, Options)
+        self.assertEqual(makers["tmd"].module, "tmd.tap")
