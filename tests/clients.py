@@ -1,4 +1,7 @@
-"""A real websocket client for tests: collects JSON frames, and waits on them with Deferreds."""
+"""
+Real clients for tests: JSON over HTTP, and a websocket client that collects JSON
+frames and waits on them with Deferreds.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from treq.client import HTTPClient
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.web.client import Agent, HTTPConnectionPool
 
 Frames = list[dict[str, Any]]
 TIMEOUT = 15
@@ -49,8 +55,6 @@ class LiveClient(WebSocketClientProtocol):
         self._waiting = []
 
     def wait_for(self, predicate: Callable[[Frames], bool]) -> Deferred[Frames]:
-        from twisted.internet import reactor
-
         if predicate(self.frames):
             return Deferred.fromCoroutine(_value(self.frames))
         d: Deferred[Frames] = Deferred()
@@ -68,8 +72,6 @@ class LiveClientFactory(WebSocketClientFactory):
     protocol = LiveClient
 
     def __init__(self, url: str) -> None:
-        from twisted.internet import reactor
-
         super().__init__(url, reactor=reactor)
         self.opened: Deferred[LiveClient] = Deferred()
 
@@ -80,8 +82,6 @@ async def _value(value: Any) -> Any:
 
 async def connect(port: int, path: str) -> LiveClient:
     """Open a websocket to C{ws://127.0.0.1:port/path}; fires once the handshake is done."""
-    from twisted.internet import reactor
-
     factory = LiveClientFactory(f"ws://127.0.0.1:{port}{path}")
     await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
     return await factory.opened.addTimeout(TIMEOUT, reactor)
@@ -90,3 +90,27 @@ async def connect(port: int, path: str) -> LiveClient:
 def count(kind: str, n: int) -> Callable[[Frames], bool]:
     """A predicate: at least C{n} frames of type C{kind}."""
     return lambda frames: sum(1 for f in frames if f["type"] == kind) >= n
+
+
+class Http:
+    """JSON over HTTP with a non-persistent pool, so no connection outlives a test."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self._client = HTTPClient(Agent(reactor, pool=pool))
+
+    async def call(self, method: str, path: str, body: Any = None, token: str | None = None,
+                   headers: dict[str, list[str]] | None = None,
+                   data: bytes | None = None) -> tuple[int, Any]:
+        """The status and the body: parsed if JSON, else bytes."""
+        sent = {"Content-Type": ["application/json"], **(headers or {})}
+        if token is not None:
+            sent["Authorization"] = [f"Bearer {token}"]
+        if body is not None:
+            data = json.dumps(body).encode()
+        response = await self._client.request(method, self.base + path, data=data, headers=sent)
+        self.last_headers = response.headers
+        content = await response.content()
+        content_type = (response.headers.getRawHeaders("content-type") or [""])[0]
+        return response.code, json.loads(content) if "json" in content_type else content

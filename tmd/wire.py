@@ -8,7 +8,7 @@ only ever sees well-formed values.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tmd.errors import ApiError, BadRequest
@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 def timestamp(ms: int) -> str:
     """RFC 3339 UTC with milliseconds: C{2026-11-24T17:00:00.123Z}."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 

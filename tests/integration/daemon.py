@@ -56,7 +56,8 @@ class _Output(ProcessProtocol):
         self.status = (code, ended.signal if ended is not None else None)
         if not self.listening.called:
             output = b"\n".join(self.lines).decode("utf-8", "replace")
-            self.listening.errback(RuntimeError(f"twistd exited ({code}) before listening:\n{output}"))
+            self.listening.errback(
+                RuntimeError(f"twistd exited ({code}) before listening:\n{output}"))
         self.ended.callback(None)
 
 

@@ -5,5 +5,5 @@ C{tmd/plugins/}), found with C{twisted.plugin.getPlugins(..., tmd.plugins)}.
 
 from twisted.plugin import pluginPackagePaths
 
-__path__.extend(pluginPackagePaths(__name__))  # type: ignore[name-defined]
+__path__.extend(pluginPackagePaths(__name__))
 __all__: list[str] = []

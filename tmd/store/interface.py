@@ -2,44 +2,47 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-# zope method declarations have no self; the return types are documented, as Deferreds.
+from tmd.model import Message, NewMessage, NewRoom, Participant, Room
+
+# zope interface methods are declared without self.
 
 
 class IStore(Interface):
-    """The only code that talks to the database. Every method returns a Deferred."""
+    """The only code that talks to the database."""
 
-    def open() -> object:
-        """Connect and apply pending migrations. Fires with None."""
+    def open() -> Deferred[None]:
+        """Connect and apply pending migrations."""
 
-    def close() -> object:
-        """Finish pending work and disconnect. Fires with None."""
+    def close() -> Deferred[None]:
+        """Finish pending work and disconnect."""
 
-    def check() -> object:
-        """Fires with None if the database answers, else fails."""
+    def check() -> Deferred[None]:
+        """Succeed if the database answers."""
 
-    def create_room(new: object) -> object:
-        """Insert a L{NewRoom}; fires with the L{Room}, or fails with L{NameTaken}."""
+    def create_room(new: NewRoom) -> Deferred[Room]:
+        """Insert a room; fails with L{tmd.errors.NameTaken} if the name is in use."""
 
-    def room(name: str) -> object:
-        """Fires with the L{Room} named C{name}, or None."""
+    def room(name: str) -> Deferred[Room | None]:
+        """The room named C{name}, or None."""
 
     def add_participant(room_id: int, participant_id: str, nickname: str, token_hash: bytes,
-                        now_ms: int) -> object:
-        """Fires with the new L{Participant}, or fails with L{NameTaken} (nickname)."""
+                        now_ms: int) -> Deferred[Participant]:
+        """A new participant; fails with L{tmd.errors.NameTaken} if the nickname is in use."""
 
-    def participant(room_id: int, token_hash: bytes) -> object:
-        """Fires with the L{Participant} of C{room_id} holding that token, or None."""
+    def participant(room_id: int, token_hash: bytes) -> Deferred[Participant | None]:
+        """The participant of C{room_id} holding the token with that hash, or None."""
 
-    def post(room: object, new: object) -> object:
+    def post(room: Room, new: NewMessage) -> Deferred[Message]:
         """
-        Give a L{NewMessage} the room's next seq and insert it, in one transaction;
-        fires with the committed L{Message}, or fails with L{NotFound}.
+        Give C{new} the room's next seq and insert it, in one transaction; fires with
+        the committed message, or fails with L{tmd.errors.NotFound}.
         """
 
-    def messages(room: object, after: int, limit: int) -> object:
+    def messages(room: Room, after: int, limit: int) -> Deferred[tuple[list[Message], int]]:
         """
-        Fires with C{(messages, last_seq)}: up to C{limit} undeleted messages with seq
-        greater than C{after}, ascending, and the room's last seq, read together.
+        Up to C{limit} undeleted messages with seq greater than C{after}, ascending,
+        and the room's last seq, read in one transaction.
         """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -52,6 +52,11 @@ class WebService(Service):
         self.site.displayTracebacks = False
         self._port: IListeningPort | None = None
 
+    @property
+    def port(self) -> int | None:
+        """The TCP port listened on (useful with C{tcp:0}), once started."""
+        return getattr(self._port.getHost(), "port", None) if self._port is not None else None
+
     def startService(self) -> Deferred[None]:
         super().startService()
         return Deferred.fromCoroutine(self._listen())
@@ -59,7 +64,7 @@ class WebService(Service):
     async def _listen(self) -> None:
         self._port = await self._endpoint.listen(self.site)
         address = self._port.getHost()
-        self.log.info("tmd listening on {type} {host}:{port}", type=address.type,
+        self.log.info("tmd listening on {type} {host}:{port}", type=getattr(address, "type", ""),
                       host=getattr(address, "host", ""), port=getattr(address, "port", ""))
 
     def stopService(self) -> Deferred[None]:
@@ -68,5 +73,5 @@ class WebService(Service):
 
     async def _stop(self) -> None:
         if self._port is not None:
-            await self._port.stopListening()
+            await maybeDeferred(self._port.stopListening)
         await self.live.close_all(self._reactor, CLOSE_TIMEOUT)

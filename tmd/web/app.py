@@ -15,8 +15,14 @@ from twisted.web.static import File
 
 from tmd import __version__
 from tmd.chat import Chat, room_name
-from tmd.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
-from tmd.errors import UnsupportedMediaType
+from tmd.errors import (
+    ApiError,
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from tmd.store import IStore
 from tmd.web.errors import add_error_handling, json_response
 from tmd.web.openapi import openapi_document
@@ -60,7 +66,9 @@ def query_int(request: IRequest, name: str, default: int, low: int, high: int) -
 
 
 class StaticFiles(File):
-    """Static files with the types browsers insist on, and no directory listings."""
+    """Static files with the types browsers insist on, and no directory listings or indexes."""
+
+    indexNames: list[str] = []
 
     contentTypes = {
         **File.contentTypes,
@@ -147,7 +155,7 @@ class WebApp:
 
     def _page(self, request: IRequest, filename: str) -> IResource:
         request.postpath = []  # the route consumed the path: render the file itself
-        return StaticFiles(self._static_dir / filename)
+        return StaticFiles(str(self._static_dir / filename))
 
     @app.route("/", methods=["GET"])
     def front_page(self, request: IRequest) -> IResource:
@@ -155,7 +163,7 @@ class WebApp:
 
     @app.route("/static/", branch=True, methods=["GET"])
     def static(self, request: IRequest) -> IResource:
-        return StaticFiles(self._static_dir)
+        return StaticFiles(str(self._static_dir))
 
     @app.route("/<name>", methods=["GET"])
     def room_page(self, request: IRequest, name: str) -> IResource:

@@ -36,11 +36,13 @@ def add_error_handling(app: Any) -> None:
 
     @app.handle_errors(errors.ApiError)
     def known(_web: object, request: IRequest, failure: Failure) -> bytes:
+        assert isinstance(failure.value, errors.ApiError)
         return api_error(request, failure.value)
 
     @app.handle_errors(HTTPException)
     def routing(_web: object, request: IRequest, failure: Failure) -> bytes:
         exception = failure.value
+        assert isinstance(exception, HTTPException)
         if isinstance(exception, MethodNotAllowed):
             allowed = ", ".join(exception.valid_methods or ())
             request.setHeader(b"Allow", allowed.encode("ascii"))

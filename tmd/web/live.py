@@ -15,15 +15,14 @@ from urllib.parse import unquote
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionRequest
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from tmd.chat import Chat
 from tmd.errors import ApiError, BadRequest, NotFound, Unauthorized
 from tmd.hub import Hub
-from tmd.model import Event, Message, Participant, Room
+from tmd.model import Event, Message, Room
 from tmd.wire import decode_object, encode, error_frame, message_frame, participant_json
 
 MAX_FRAME = 64 * 1024
@@ -188,7 +187,9 @@ class LiveProtocol(WebSocketServerProtocol):
 class LiveFactory(WebSocketServerFactory):
     """The live connections of this daemon, and the one-entry cache of prepared frames."""
 
-    protocol = LiveProtocol
+    _log = Logger()  # Autobahn owns .log
+
+    protocol = LiveProtocol  # type: ignore[assignment]
 
     def __init__(self, chat: Chat, hub: Hub, reactor: IReactorTime) -> None:
         super().__init__(reactor=reactor)
@@ -211,14 +212,14 @@ class LiveFactory(WebSocketServerFactory):
         assert self._prepared is not None
         return self._prepared
 
-    def close_all(self, clock: IReactorTime, timeout: float) -> Deferred[Any]:
-        """Close every connection with 1001; fires when all have closed or C{timeout} passed."""
-        closing = []
+    async def close_all(self, clock: IReactorTime, timeout: float) -> None:
+        """Close every connection with 1001; returns once all have closed, or at C{timeout}."""
+        closing: list[Deferred[object]] = []
         for connection in list(self.connections):
             connection.close(CLOSE_GOING_AWAY, "The server is shutting down.")
             closing.append(connection.is_closed)
-        deadline = deferLater(clock, timeout, lambda: None)
-        done = DeferredList(closing, consumeErrors=True)
-        first = DeferredList([done, deadline], fireOnOneCallback=True, consumeErrors=True)
-        first.addBoth(lambda result: deadline.cancel())
-        return first
+        try:
+            await DeferredList(closing, consumeErrors=True).addTimeout(timeout, clock)
+        except TimeoutError:
+            self._log.warn("{count} websocket clients did not answer the close in time",
+                          count=len(self.connections))

@@ -13,6 +13,7 @@ class LimitedRequest(Request):
     """A request that keeps at most L{MAX_BODY} bytes of body and says if it saw more."""
 
     too_large = False
+    content: BytesIO
 
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()  # never a temporary file: we keep 64 KiB at most

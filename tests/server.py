@@ -1,0 +1,63 @@
+"""
+tmd's web service in the test process, on a real loopback port.
+
+The store is a real SQLite file run without threads (L{ImmediatePool}); the Hub's
+presence timer runs on a L{Clock} the test advances; sockets and Autobahn run on
+the real reactor, so clients are real HTTP and websocket clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from tests.clients import Http
+from tests.helpers import in_thread_now, open_store
+from tmd.chat import Chat
+from tmd.hub import Hub
+from tmd.store.sqlite import SQLiteStore
+from tmd.web import WebService
+
+
+@define
+class Server:
+    chat: Chat
+    store: SQLiteStore
+    hub: Hub
+    hub_clock: Clock
+    web: WebService
+    port: int
+
+    @property
+    def http(self) -> Http:
+        return Http(f"http://127.0.0.1:{self.port}")
+
+    async def room_with(self, name: str, *nicknames: str, **settings: Any) -> dict[str, str]:
+        """Create room C{name}, join C{nicknames}; returns their tokens (and the owner's)."""
+        room, owner = await self.chat.create_room({"name": name, **settings})
+        tokens = {"owner": owner}
+        for nickname in nicknames:
+            request: dict[str, Any] = {"nickname": nickname}
+            if "password" in settings:
+                request["password"] = settings["password"]
+            _, tokens[nickname] = await self.chat.join(room, request)
+        return tokens
+
+
+async def start_server(test: TestCase) -> Server:
+    """Start the web service on a free port; it stops when the test ends."""
+    store = open_store(test)
+    hub_clock = Clock()
+    hub = Hub(hub_clock)
+    chat = Chat(store, hub, reactor, in_thread_now)
+    web = WebService(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), chat, store, hub,
+                     reactor)
+    await web.startService()
+    test.addCleanup(web.stopService)
+    assert web.port is not None
+    return Server(chat, store, hub, hub_clock, web, web.port)

@@ -1,0 +1,304 @@
+"""
+Tests for the store: the L{IStore} contract, and what is particular to SQLite.
+
+L{StoreContractMixin} holds what every engine must do; an engine's test case
+mixes it in and says how to make a store (and how to delete a room behind the
+store's back). L{SQLiteStoreTests} runs it on SQLite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from contextlib import closing
+from typing import TYPE_CHECKING, Any
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.helpers import (
+    ImmediatePool,
+    ImmediateReactor,
+    database_path,
+    open_store,
+    reject,
+    resolve,
+)
+from tmd.errors import NameTaken, NotFound
+from tmd.model import NewMessage, NewRoom, Room
+from tmd.store import IStore
+from tmd.store.migrations import migrations
+from tmd.store.sqlite import SQLiteStore
+
+NOW = 1_764_000_000_000
+
+
+def new_room(name: str = "physics-101", **changes: Any) -> NewRoom:
+    fields: dict[str, Any] = {
+        "name": name, "title": "Physics 101", "created_at": NOW, "expires_at": NOW + 86_400_000,
+        "max_length": 280, "hashtags": ("#phys101",), "password_hash": None,
+        "owner_token_hash": hashlib.sha256(name.encode()).digest(),
+    }
+    fields.update(changes)
+    return NewRoom(**fields)
+
+
+def chat(body: str, author: str = "ada", created_at: int = NOW) -> NewMessage:
+    return NewMessage(kind="chat", author=author, participant_id="p-" + author, body=body,
+                      created_at=created_at)
+
+
+if TYPE_CHECKING:
+    _TestCase = SynchronousTestCase
+else:
+    _TestCase = object
+
+
+class StoreContractMixin(_TestCase):
+    """What every L{IStore} engine does; mixed into a L{SynchronousTestCase}."""
+
+    def make_store(self) -> Any:
+        """An open store on an empty database, closed at the end of the test."""
+        raise NotImplementedError
+
+    def delete_room_behind_back(self, room: Room) -> None:
+        """Delete C{room}'s row with another connection, as another process would."""
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.store = self.make_store()
+
+    def create(self, name: str = "physics-101", **changes: Any) -> Room:
+        return resolve(self, self.store.create_room(new_room(name, **changes)))
+
+    def post(self, room: Room, body: str, **kw: Any) -> Any:
+        return resolve(self, self.store.post(room, chat(body, **kw)))
+
+    def test_provides_interface(self) -> None:
+        """The store provides L{IStore}."""
+        self.assertTrue(verifyObject(IStore, self.store))
+
+    def test_check(self) -> None:
+        """C{check()} succeeds on an open store."""
+        self.assertIsNone(resolve(self, self.store.check()))
+
+    def test_create_room(self) -> None:
+        """C{create_room} returns the stored L{Room}: the fields given, open, no messages yet."""
+        room = self.create(password_hash="scrypt$x", hashtags=("#a", "#b"))
+        self.assertIsInstance(room.id, int)
+        self.assertEqual(
+            (room.name, room.title, room.state, room.created_at, room.expires_at,
+             room.max_length, room.password_hash, room.hashtags, room.last_seq),
+            ("physics-101", "Physics 101", "open", NOW, NOW + 86_400_000, 280, "scrypt$x",
+             ("#a", "#b"), 0))
+        self.assertEqual(room.owner_token_hash, hashlib.sha256(b"physics-101").digest())
+
+    def test_room(self) -> None:
+        """C{room(name)} reads back the room that was created."""
+        created = self.create()
+        self.assertEqual(resolve(self, self.store.room("physics-101")), created)
+
+    def test_room_unknown(self) -> None:
+        """C{room(name)} gives None for a name no room has."""
+        self.create()
+        self.assertIsNone(resolve(self, self.store.room("chemistry")))
+
+    def test_name_taken(self) -> None:
+        """A second room with a name already in use fails with L{NameTaken}."""
+        self.create()
+        failure = reject(self, self.store.create_room(new_room(title="Other")), NameTaken)
+        self.assertIn("physics-101", str(failure.value))
+
+    def test_room_id_not_reused(self) -> None:
+        """A room re-created after its row was deleted gets a new id, even with the same name."""
+        first = self.create()
+        self.delete_room_behind_back(first)
+        second = self.create()
+        self.assertGreater(second.id, first.id)
+        self.assertEqual(second.last_seq, 0)
+
+    def test_add_participant(self) -> None:
+        """C{add_participant} returns the participant, not muted, and C{participant} finds it."""
+        room = self.create()
+        added = resolve(self, self.store.add_participant(room.id, "p1", "Ada", b"h" * 32, NOW))
+        self.assertEqual((added.id, added.room_id, added.nickname, added.muted),
+                      ("p1", room.id, "Ada", False))
+        self.assertEqual(resolve(self, self.store.participant(room.id, b"h" * 32)), added)
+
+    def test_nickname_taken_ignoring_case(self) -> None:
+        """A nickname differing only in case from one in the room fails with L{NameTaken}."""
+        room = self.create()
+        resolve(self, self.store.add_participant(room.id, "p1", "Ada", b"1" * 32, NOW))
+        reject(self, self.store.add_participant(room.id, "p2", "aDA", b"2" * 32, NOW), NameTaken)
+        self.assertIsNone(resolve(self, self.store.participant(room.id, b"2" * 32)))
+
+    def test_nickname_case_fold(self) -> None:
+        """Nicknames compare case-folded: 'STRASSE' is taken once 'Straße' is."""
+        room = self.create()
+        resolve(self, self.store.add_participant(room.id, "p1", "Straße", b"1" * 32, NOW))
+        taken = self.store.add_participant(room.id, "p2", "STRASSE", b"2" * 32, NOW)
+        reject(self, taken, NameTaken)
+
+    def test_nickname_in_other_room(self) -> None:
+        """The same nickname can be used in two different rooms."""
+        one, two = self.create("one"), self.create("two")
+        resolve(self, self.store.add_participant(one.id, "p1", "ada", b"1" * 32, NOW))
+        added = resolve(self, self.store.add_participant(two.id, "p2", "ada", b"2" * 32, NOW))
+        self.assertEqual((added.room_id, added.nickname), (two.id, "ada"))
+
+    def test_participant_other_room(self) -> None:
+        """C{participant} finds a token only in the room it was issued for."""
+        one, two = self.create("one"), self.create("two")
+        resolve(self, self.store.add_participant(one.id, "p1", "ada", b"1" * 32, NOW))
+        self.assertIsNone(resolve(self, self.store.participant(two.id, b"1" * 32)))
+        self.assertIsNone(resolve(self, self.store.participant(one.id, b"9" * 32)))
+
+    def test_post_seq(self) -> None:
+        """Posts get seq 1, 2, 3 in order, and the room's last_seq follows."""
+        room = self.create()
+        messages = [self.post(room, f"m{i}") for i in range(3)]
+        self.assertEqual([m.seq for m in messages], [1, 2, 3])
+        self.assertEqual(resolve(self, self.store.room("physics-101")).last_seq, 3)
+
+    def test_post_message(self) -> None:
+        """C{post} returns the committed message with the room's name and what was posted."""
+        room = self.create()
+        message = self.post(room, "Is light a wave?", author="ada", created_at=NOW + 5)
+        self.assertEqual(
+            (message.seq, message.room, message.kind, message.author, message.body,
+             message.created_at, message.source),
+            (1, "physics-101", "chat", "ada", "Is light a wave?", NOW + 5, None))
+
+    def test_post_seq_per_room(self) -> None:
+        """Each room counts its own seq: posts in one room leave no gaps in the other."""
+        one, two = self.create("one"), self.create("two")
+        seqs = [self.post(one, "a").seq, self.post(two, "b").seq, self.post(one, "c").seq,
+                self.post(two, "d").seq, self.post(two, "e").seq]
+        self.assertEqual(seqs, [1, 1, 2, 2, 3])
+
+    def test_failed_post_uses_no_seq(self) -> None:
+        """A post that fails inside its transaction uses up no seq: the next one fills it."""
+        room = self.create()
+        self.post(room, "first")
+        reject(self, self.store.post(room, NewMessage(
+            kind="no-such-kind", author="ada", participant_id=None, body="x", created_at=NOW)))
+        self.assertEqual(self.post(room, "second").seq, 2)
+        messages, last_seq = resolve(self, self.store.messages(room, 0, 10))
+        self.assertEqual(([m.seq for m in messages], last_seq), ([1, 2], 2))
+
+    def test_post_room_gone(self) -> None:
+        """Posting to a room whose row has been deleted fails with L{NotFound}."""
+        room = self.create()
+        self.delete_room_behind_back(room)
+        reject(self, self.store.post(room, chat("hello")), NotFound)
+
+    def test_messages(self) -> None:
+        """C{messages} gives the messages after a seq, ascending, with the room's last seq."""
+        room = self.create()
+        for i in range(1, 6):
+            self.post(room, f"m{i}")
+        messages, last_seq = resolve(self, self.store.messages(room, 2, 100))
+        self.assertEqual([(m.seq, m.body) for m in messages], [(3, "m3"), (4, "m4"), (5, "m5")])
+        self.assertEqual(last_seq, 5)
+
+    def test_messages_limit(self) -> None:
+        """A page cut short by C{limit} still reports the room's last seq."""
+        room = self.create()
+        for i in range(1, 6):
+            self.post(room, f"m{i}")
+        messages, last_seq = resolve(self, self.store.messages(room, 1, 2))
+        self.assertEqual([m.seq for m in messages], [2, 3])
+        self.assertEqual(last_seq, 5)
+
+    def test_messages_none(self) -> None:
+        """After the last seq (or in an empty room) there are no messages."""
+        room = self.create()
+        self.assertEqual(resolve(self, self.store.messages(room, 0, 10)), ([], 0))
+        self.post(room, "m1")
+        self.assertEqual(resolve(self, self.store.messages(room, 1, 10)), ([], 1))
+
+    def test_messages_other_room(self) -> None:
+        """C{messages} gives only the room's own messages."""
+        one, two = self.create("one"), self.create("two")
+        self.post(one, "in one")
+        self.post(two, "in two")
+        messages, _ = resolve(self, self.store.messages(two, 0, 10))
+        self.assertEqual([(m.room, m.body) for m in messages], [("two", "in two")])
+
+    def test_social_source(self) -> None:
+        """A social message's C{source} dict comes back as it was posted."""
+        room = self.create()
+        source = {"network": "twitter", "id": "1460323737035677698",
+                  "url": "https://x.com/ada/status/1460323737035677698"}
+        posted = resolve(self, self.store.post(room, NewMessage(
+            kind="social", author="@ada", participant_id=None, body="hi", created_at=NOW,
+            source=source)))
+        self.assertEqual(posted.source, source)
+        [read], _ = resolve(self, self.store.messages(room, 0, 10))
+        self.assertEqual((read.kind, read.author, read.source), ("social", "@ada", source))
+
+
+def sqlite_execute(path: str, sql: str, *args: Any) -> list[Any]:
+    """Run one statement on the file C{path} with a connection of its own (another process)."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA foreign_keys = ON")
+        return db.execute(sql, args).fetchall()
+
+
+class SQLiteStoreTests(StoreContractMixin, SynchronousTestCase):
+    """The contract on SQLite, and SQLite's own file handling."""
+
+    def make_store(self) -> SQLiteStore:
+        self.path = database_path(self)
+        return open_store(self, self.path)
+
+    def delete_room_behind_back(self, room: Room) -> None:
+        sqlite_execute(self.path, "DELETE FROM rooms WHERE id = ?", room.id)
+
+    def test_migrations_applied(self) -> None:
+        """A fresh file gets every migration, recorded once each in schema_version."""
+        rows = sqlite_execute(self.path, "SELECT version FROM schema_version")
+        versions = [version for (version,) in rows]
+        self.assertEqual(versions, [m.version for m in migrations("sqlite")])
+        self.assertEqual(versions[0], 1)
+
+    def test_reopen(self) -> None:
+        """Re-opening a file applies no migration again and keeps its data."""
+        room = self.create()
+        self.post(room, "kept")
+        resolve(self, self.store.close())
+        before = sqlite_execute(self.path, "SELECT version FROM schema_version ORDER BY version")
+
+        again = open_store(self, self.path)
+        after = sqlite_execute(self.path, "SELECT version FROM schema_version ORDER BY version")
+        self.assertEqual(after, before)
+        self.assertEqual(len(after), len(migrations("sqlite")))
+        messages, last_seq = resolve(self, again.messages(room, 0, 10))
+        self.assertEqual(([m.body for m in messages], last_seq), (["kept"], 1))
+
+    def test_wal(self) -> None:
+        """The file is in WAL mode, so other processes can read while tmd writes."""
+        self.assertEqual(sqlite_execute(self.path, "PRAGMA journal_mode"), [("wal",)])
+
+    def test_reads_while_open(self) -> None:
+        """Another connection sees committed messages while the store is open."""
+        room = self.create()
+        self.post(room, "visible")
+        self.assertEqual(sqlite_execute(self.path, "SELECT seq, body FROM messages"),
+                         [(1, "visible")])
+
+    def test_messages_room_gone(self) -> None:
+        """Reading messages of a room whose row has been deleted fails with L{NotFound}."""
+        room = self.create()
+        self.delete_room_behind_back(room)
+        reject(self, self.store.messages(room, 0, 10), NotFound)
+
+    def test_close_stops_pool(self) -> None:
+        """C{close()} closes the connection and stops the pool; closing again is harmless."""
+        pool = ImmediatePool()
+        store = SQLiteStore(database_path(self), ImmediateReactor(), pool=pool)
+        resolve(self, store.open())
+        self.assertTrue(pool.started)
+        resolve(self, store.close())
+        self.assertTrue(pool.stopped)
+        self.assertIsNone(resolve(self, store.close()))
