@@ -55,7 +55,7 @@ class NewRoom:
 def nickname_key(nickname: str) -> str:
     """
     What makes two nicknames the same: compatibility forms and case folded, invisible
-    formatting dropped, so that look-alikes such as "Ada" and "ａｄａ" cannot both join.
+    formatting dropped, so that look-alikes such as "Ada" and its full-width twin cannot both join.
     """
     folded = unicodedata.normalize("NFKC", nickname).casefold()
     return "".join(c for c in folded if unicodedata.category(c) != "Cf")

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from tmd import __version__
 from tmd.chat import Chat
-from tmd.config import DEFAULT_DATABASE, DEFAULT_LISTEN, Config, ConfigError, load
+from tmd.config import DEFAULT_DATABASE, DEFAULT_LISTEN, Config, load
 from tmd.hub import Hub
 from tmd.service import Lifecycle, Sequence
 from tmd.store import store_for

@@ -202,6 +202,8 @@ class LiveFactory(WebSocketServerFactory):
             maxFramePayloadSize=MAX_FRAME, maxMessagePayloadSize=MAX_FRAME,
             autoPingInterval=25, autoPingTimeout=30,
             openHandshakeTimeout=10, closeHandshakeTimeout=5,
+            # Say why (1009 too big, 1002 protocol error) rather than just drop the connection.
+            failByDrop=False,
         )
 
     def prepared(self, event: Event) -> PreparedMessage:
