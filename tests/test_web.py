@@ -6,9 +6,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 from tests.server import Server, start_server
+from tmd.web.request import access_log_line
 
 ROOM = "/api/v1/rooms/physics-101"
 
@@ -209,3 +211,15 @@ class ServiceTests(TestCase):
         """The live endpoint answers plain HTTP with a clear 400."""
         status, body = await server.http.call("GET", ROOM + "/live")
         self.assertEqual((status, body["error"]["code"]), (400, "bad_request"))
+
+
+class AccessLogTests(SynchronousTestCase):
+    def test_no_query_strings(self) -> None:
+        """The access log keeps paths but never query strings (tokens travel in them)."""
+        request = DummyRequest([b"api"])
+        request.uri = b"/api/v1/rooms/x/live?token=s3cret&since=4"
+        request.requestHeaders.setRawHeaders(b"referer", [b"http://h/x?token=s3cret"])
+        line = access_log_line("[ts]", request)
+        self.assertIn('"GET /api/v1/rooms/x/live HTTP/1.0"', line)
+        self.assertIn('"http://h/x"', line)
+        self.assertNotIn("s3cret", line)

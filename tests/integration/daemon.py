@@ -33,8 +33,8 @@ def twistd() -> str:
 
 
 class _Output(ProcessProtocol):
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
         self.listening: Deferred[int] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.status: tuple[int | None, int | None] = (None, None)
@@ -68,7 +68,9 @@ class Daemon:
         self.directory = directory
         self.args = args
         self.port = 0
-        self._output = _Output()
+        self.lines: list[bytes] = []
+        """Everything every run of this daemon logged."""
+        self._output = _Output(self.lines)
 
     @classmethod
     async def start(cls, test: TestCase, *extra: str, directory: Path | None = None,
@@ -84,7 +86,7 @@ class Daemon:
         return daemon
 
     async def _spawn(self) -> None:
-        self._output = _Output()
+        self._output = _Output(self.lines)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         self._process = reactor.spawnProcess(
             self._output, twistd(), [twistd(), "-n", "--pidfile=", "tmd", *self.args],
@@ -97,7 +99,7 @@ class Daemon:
 
     @property
     def output(self) -> str:
-        return b"\n".join(self._output.lines).decode("utf-8", "replace")
+        return b"\n".join(self.lines).decode("utf-8", "replace")
 
     async def restart(self) -> None:
         await self.stop()

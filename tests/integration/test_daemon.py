@@ -79,6 +79,9 @@ class DaemonTests(TestCase):
         resumed.sendClose()
         await resumed.closed
         self.assertEqual(await daemon.stop(), CLEAN_STOP)
+        for secret in (*tokens.values(), created["owner_token"]):
+            self.assertNotIn(secret, daemon.output)
+        self.assertIn('"POST /api/v1/rooms/e2e-room/join HTTP/1.1" 201', daemon.output)
         self.assertNotIn("Traceback", daemon.output)
         self.assertNotIn("Unhandled", daemon.output)
 

@@ -18,7 +18,7 @@ from tmd.hub import Hub
 from tmd.store import IStore
 from tmd.web.app import WebApp
 from tmd.web.live import LiveFactory
-from tmd.web.request import LimitedRequest
+from tmd.web.request import LimitedRequest, access_log_line
 
 CLOSE_TIMEOUT = 5.0
 """Seconds to wait, at shutdown, for websocket clients to answer our close."""
@@ -48,7 +48,8 @@ class WebService(Service):
         self._reactor = reactor
         self.live = LiveFactory(chat, hub, reactor)
         app = WebApp(chat, store, WebSocketResource(self.live), static_dir())
-        self.site = Site(app.app.resource(), requestFactory=LimitedRequest)
+        self.site = Site(app.app.resource(), requestFactory=LimitedRequest,
+                         logFormatter=access_log_line)
         self.site.displayTracebacks = False
         self._port: IListeningPort | None = None
 

@@ -1,9 +1,14 @@
-"""Requests whose bodies are bounded: past the limit the rest is dropped, not buffered."""
+"""
+Requests as tmd takes them: bodies bounded (past the limit the rest is dropped,
+not buffered), and logged without their query strings.
+"""
 
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Any
 
+from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Request
 
 MAX_BODY = 64 * 1024
@@ -27,3 +32,28 @@ class LimitedRequest(Request):
             self.content = BytesIO()
             return
         self.content.write(data)
+
+
+class _WithoutQueries:
+    """A request as the access log sees it: no query strings, which may carry tokens."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+    @property
+    def uri(self) -> bytes:
+        return self._request.uri.split(b"?", 1)[0]
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        value = self._request.getHeader(name)
+        if value is not None and name.lower() == b"referer":
+            return value.split(b"?", 1)[0]
+        return value
+
+
+def access_log_line(timestamp: str, request: Request) -> str:
+    """The combined log format, with every query string left out."""
+    return combinedLogFormatter(timestamp, _WithoutQueries(request))
