@@ -11,7 +11,7 @@ from tests.clients import LiveClient, connect, count
 from tests.server import Server
 from tests.test_web import with_server
 from tmd.hub import PRESENCE_INTERVAL
-from tmd.model import Event, NewMessage
+from tmd.model import Event, Message, NewMessage
 from tmd.wire import message_frame
 
 LIVE = "/api/v1/rooms/physics-101/live"
@@ -85,6 +85,19 @@ class LiveTests(TestCase):
         await post_many(server, tokens["ada"], 1)
         await client.wait_for(count("message", 3))
         self.assertEqual(seqs(client), [1, 2, 3])
+
+    @with_server
+    async def test_store_failure_closes_with_1011(self, server: Server) -> None:
+        """If the store fails while a connection catches up, it closes with 1011 (reconnect)."""
+        await server.room_with("physics-101")
+        client = await connect(server.port, LIVE)
+        await client.wait_for(count("welcome", 1))
+        room = await server.chat.room("physics-101")
+        await server.store.close()
+        gap = Message(seq=5, room="physics-101", kind="chat", author="ada", body="x", created_at=0)
+        server.hub.publish(Event(room_id=room.id, frame=message_frame(gap), message=gap))
+        self.assertEqual(await client.closed, 1011)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     @with_server
     async def test_fan_out_prepares_once(self, server: Server) -> None:

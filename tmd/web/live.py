@@ -9,15 +9,18 @@ prepared once per event for all connections of the factory.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import unquote
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tmd.chat import Chat
 from tmd.errors import ApiError, BadRequest, NotFound, Unauthorized
@@ -32,6 +35,7 @@ MAX_REF = 200
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+CLOSE_SERVER_ERROR = 1011
 CLOSE_GONE = 4404
 
 
@@ -66,8 +70,7 @@ class LiveProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
-        Deferred.fromCoroutine(self._open()).addErrback(
-            lambda f: self._log.failure("opening a live connection failed", f))
+        self._run(self._open(), "opening a live connection")
 
     async def _open(self) -> None:
         try:
@@ -91,6 +94,18 @@ class LiveProtocol(WebSocketServerProtocol):
         self._last_seq = self._since
         await self._catch_up()
 
+    def _run(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """
+        Run C{work}; if it fails unexpectedly (the database is away, say), log it and
+        close with 1011 so that the client reconnects and resumes from its last seq.
+        """
+        def failed(failure: Failure) -> None:
+            self._log.failure("{what} failed", failure, what=what)
+            if self._can_send():
+                self.close(CLOSE_SERVER_ERROR, "The server could not serve you: reconnect.")
+
+        Deferred.fromCoroutine(work).addErrback(failed)
+
     def _refuse(self, error: ApiError) -> None:
         self.sendMessage(error_frame(error, None))
         self.close(CLOSE_GONE if isinstance(error, NotFound) else CLOSE_POLICY, error.message)
@@ -100,7 +115,7 @@ class LiveProtocol(WebSocketServerProtocol):
         Start the closing handshake with C{code}. (Autobahn's C{sendClose} accepts only
         application codes; 1001 and 1008 are the protocol's own.)
         """
-        self.sendCloseFrame(code, reason.encode("utf-8")[:120], isReply=False)
+        self.sendCloseFrame(code, encode_truncate(reason, 123), isReply=False)
 
     def _can_send(self) -> bool:
         return self.state == WebSocketServerProtocol.STATE_OPEN
@@ -139,8 +154,7 @@ class LiveProtocol(WebSocketServerProtocol):
                 return
             if seq > self._last_seq + 1:
                 self._pending.append(event)
-                Deferred.fromCoroutine(self._catch_up()).addErrback(
-                    lambda f: self._log.failure("catching up failed", f))
+                self._run(self._catch_up(), "catching up")
                 return
             self._last_seq = seq
         self.sendPreparedMessage(self.factory.prepared(event))
@@ -162,8 +176,7 @@ class LiveProtocol(WebSocketServerProtocol):
         except ApiError as e:
             self.sendMessage(error_frame(e, ref))
             return
-        Deferred.fromCoroutine(self._post(ref, frame)).addErrback(
-            lambda f: self._log.failure("posting from a live connection failed", f))
+        self._run(self._post(ref, frame), "posting from a live connection")
 
     async def _post(self, ref: str | None, frame: dict[str, Any]) -> None:
         assert self._room is not None
