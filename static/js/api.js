@@ -1,0 +1,126 @@
+// Small fetch wrapper for the tmd JSON API, plus localStorage helpers.
+// Error bodies look like {"error": {"code": "...", "message": "..."}}; they become ApiError.
+
+export const NAME_RE = /^[a-z0-9][a-z0-9-]{1,62}$/;
+
+export class ApiError extends Error {
+  constructor(message, { status = 0, code = 'unknown', retryAfter = null } = {}) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+// Retry-After is either a number of seconds or an HTTP date.
+function parseRetryAfter(value) {
+  if (!value) return null;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return parseInt(trimmed, 10);
+  const when = Date.parse(trimmed);
+  if (Number.isNaN(when)) return null;
+  return Math.max(0, Math.ceil((when - Date.now()) / 1000));
+}
+
+export async function api(method, path, { body, token, signal } = {}) {
+  const headers = { Accept: 'application/json' };
+  const init = { method, headers, signal, cache: 'no-store', credentials: 'same-origin' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  if (token) headers.Authorization = 'Bearer ' + token;
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    if (err && err.name === 'AbortError') throw err;
+    throw new ApiError('Could not reach the server. Check your connection and try again.',
+                       { status: 0, code: 'network' });
+  }
+  let data = null;
+  const text = await response.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const error = (data && typeof data === 'object' && data.error) || {};
+    const retryAfter = parseRetryAfter(response.headers.get('Retry-After'));
+    const message = typeof error.message === 'string' && error.message
+      ? error.message
+      : `The server answered ${response.status} ${response.statusText}`.trim();
+    throw new ApiError(message, {
+      status: response.status,
+      code: typeof error.code === 'string' ? error.code : 'http_' + response.status,
+      retryAfter,
+    });
+  }
+  return data;
+}
+
+export function roomPath(name) {
+  return '/api/v1/rooms/' + encodeURIComponent(name);
+}
+
+// localStorage can be missing or throw (privacy modes); the page must still work.
+export const store = {
+  get(key) {
+    try {
+      const raw = window.localStorage.getItem(key);
+      return raw === null ? null : JSON.parse(raw);
+    } catch {
+      return null;
+    }
+  },
+  set(key, value) {
+    try {
+      window.localStorage.setItem(key, JSON.stringify(value));
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  // Plain strings (the owner token) are stored as they are, not JSON-encoded.
+  getString(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch {
+      return null;
+    }
+  },
+  setString(key, value) {
+    try {
+      window.localStorage.setItem(key, value);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  remove(key) {
+    try {
+      window.localStorage.removeItem(key);
+    } catch {
+      /* ignore */
+    }
+  },
+  keys(prefix) {
+    const out = [];
+    try {
+      for (let i = 0; i < window.localStorage.length; i++) {
+        const key = window.localStorage.key(i);
+        if (key && key.startsWith(prefix)) out.push(key);
+      }
+    } catch {
+      /* ignore */
+    }
+    return out;
+  },
+};
+
+export const ownerKey = (name) => 'tmd:owner:' + name;
+export const participantKey = (name) => 'tmd:participant:' + name;

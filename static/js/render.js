@@ -1,0 +1,127 @@
+// Message rendering. Every string from the server or other users goes into the page through
+// textContent, createTextNode or attribute setters, never as HTML; links are http(s) only.
+
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+const TRAILING = /[.,;:!?*'"\]}>]+$/;
+
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+
+// Returns a URL object when `text` is an absolute http or https URL, otherwise null.
+export function safeHttpUrl(text) {
+  if (typeof text !== 'string') return null;
+  let url;
+  try {
+    url = new URL(text);
+  } catch {
+    return null;
+  }
+  return url.protocol === 'http:' || url.protocol === 'https:' ? url : null;
+}
+
+function externalLink(href, text) {
+  const a = document.createElement('a');
+  a.href = href;
+  a.target = '_blank';
+  a.rel = 'noopener noreferrer nofollow';
+  a.textContent = text;
+  return a;
+}
+
+// Drop punctuation that usually ends a sentence rather than the URL, and a closing parenthesis
+// that has no opening partner inside the URL (as in "(see https://example.org/x)").
+function trimUrl(candidate) {
+  let url = candidate;
+  for (;;) {
+    const before = url;
+    url = url.replace(TRAILING, '');
+    if (url.endsWith(')')) {
+      const opens = url.split('(').length - 1;
+      const closes = url.split(')').length - 1;
+      if (closes > opens) url = url.slice(0, -1);
+    }
+    if (url === before) return url;
+  }
+}
+
+// Appends `text` to `parent` as text nodes, with http(s) URLs turned into links.
+export function appendLinkified(parent, text) {
+  let last = 0;
+  URL_RE.lastIndex = 0;
+  for (let match = URL_RE.exec(text); match !== null; match = URL_RE.exec(text)) {
+    const raw = trimUrl(match[0]);
+    const url = safeHttpUrl(raw);
+    if (!url) continue;
+    if (match.index > last) parent.appendChild(document.createTextNode(text.slice(last, match.index)));
+    parent.appendChild(externalLink(url.href, raw));
+    last = match.index + raw.length;
+    URL_RE.lastIndex = last;
+  }
+  if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
+}
+
+export function formatTime(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return { short: '', full: '' };
+  const pad = (n) => String(n).padStart(2, '0');
+  return { short: `${pad(date.getHours())}:${pad(date.getMinutes())}`, full: fullFormat.format(date) };
+}
+
+function span(className, text) {
+  const el = document.createElement('span');
+  el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+// Builds the <li> for one message. `me` is the current nickname (or null).
+export function renderMessage(message, { me = null, canDelete = false } = {}) {
+  const kind = ['chat', 'social', 'system'].includes(message.kind) ? message.kind : 'chat';
+  const li = document.createElement('li');
+  li.className = 'message kind-' + kind;
+  li.dataset.seq = String(message.seq);
+
+  const author = typeof message.author === 'string' ? message.author : '';
+  if (kind === 'chat' && me && author.toLowerCase() === me.toLowerCase()) li.classList.add('mine');
+
+  const meta = document.createElement('div');
+  meta.className = 'meta';
+  meta.appendChild(span('author', kind === 'system' && !author ? 'tmd' : author));
+
+  if (kind === 'social' && message.source && typeof message.source === 'object') {
+    const network = typeof message.source.network === 'string' ? message.source.network : 'social';
+    const url = safeHttpUrl(message.source.url);
+    const via = span('source');
+    via.appendChild(document.createTextNode('via '));
+    if (url) via.appendChild(externalLink(url.href, network));
+    else via.appendChild(document.createTextNode(network));
+    meta.appendChild(via);
+  }
+
+  const time = document.createElement('time');
+  time.className = 'time';
+  const { short, full } = formatTime(message.created_at);
+  time.textContent = short;
+  if (typeof message.created_at === 'string') {
+    time.dateTime = message.created_at;
+    time.title = full ? `${full} (#${message.seq})` : message.created_at;
+  }
+  meta.appendChild(time);
+
+  if (canDelete) {
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.className = 'delete-message link-button';
+    del.textContent = 'delete';
+    del.title = 'Delete this message for everyone';
+    del.dataset.seq = String(message.seq);
+    meta.appendChild(del);
+  }
+
+  li.appendChild(meta);
+
+  const body = document.createElement('div');
+  body.className = 'body';
+  appendLinkified(body, typeof message.body === 'string' ? message.body : '');
+  li.appendChild(body);
+  return li;
+}
