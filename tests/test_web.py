@@ -193,9 +193,13 @@ class ServiceTests(TestCase):
         status, _ = await http.call("GET", "/static/js/room.js")
         self.assertEqual(http.last_headers.getRawHeaders("content-type"),
                          ["text/javascript; charset=utf-8"])
-        for path in ("/static/", "/static/../setup.cfg", "/static/%2e%2e/setup.cfg", "/api"):
+        self.assertEqual(http.last_headers.getRawHeaders("cache-control"), ["no-cache"])
+        for path in ("/static/", "/static/../setup.cfg", "/static/%2e%2e/setup.cfg"):
             status, _ = await http.call("GET", path)
             self.assertEqual(status, 404, path)
+        for path in ("/api", "/Bad_Name"):
+            status, page = await http.call("GET", path)
+            self.assertEqual((status, b"<!doctype html>" in page.lower()), (404, True), path)
 
     @with_server
     async def test_health_without_database(self, server: Server) -> None:

@@ -18,7 +18,6 @@ from tmd.chat import Chat, room_name
 from tmd.errors import (
     ApiError,
     BadRequest,
-    NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -80,6 +79,20 @@ class StaticFiles(File):
 
     def directoryListing(self) -> IResource:
         return self.childNotFound
+
+    def render(self, request: IRequest) -> bytes | int:
+        # Revalidate every time (Last-Modified makes that cheap): upgrades reach browsers.
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return super().render(request)
+
+
+class MissingRoomPage(StaticFiles):
+    """The room page, sent as a 404: it tells people, kindly, that no room has that name."""
+
+    def makeProducer(self, request: IRequest, fileForReading: Any) -> Any:
+        producer = super().makeProducer(request, fileForReading)
+        request.setResponseCode(404)
+        return producer
 
 
 class WebApp:
@@ -153,9 +166,10 @@ class WebApp:
             return json_response(request, 503, {"status": "unavailable", **error_json(error)})
         return json_response(request, 200, {"status": "ok"})
 
-    def _page(self, request: IRequest, filename: str) -> IResource:
+    def _page(self, request: IRequest, filename: str, kind: type[StaticFiles] = StaticFiles,
+              ) -> IResource:
         request.postpath = []  # the route consumed the path: render the file itself
-        return StaticFiles(str(self._static_dir / filename))
+        return kind(str(self._static_dir / filename))
 
     @app.route("/", methods=["GET"])
     def front_page(self, request: IRequest) -> IResource:
@@ -167,8 +181,9 @@ class WebApp:
 
     @app.route("/<name>", methods=["GET"])
     def room_page(self, request: IRequest, name: str) -> IResource:
+        """The room page; for a name no room can have, the same page (it says so) as a 404."""
         try:
             room_name(name)
         except ApiError:
-            raise NotFound(f"There is no room '{name}'.") from None
+            return self._page(request, "room.html", MissingRoomPage)
         return self._page(request, "room.html")
