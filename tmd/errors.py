@@ -81,5 +81,9 @@ class RateLimited(ApiError):
     status, code = 429, "rate_limited"
 
 
+class Internal(ApiError):
+    status, code = 500, "internal"
+
+
 class Unavailable(ApiError):
     status, code = 503, "unavailable"

@@ -49,10 +49,6 @@ class Hub:
     def online(self, room_id: int) -> int:
         return len(self._rooms.get(room_id, ()))
 
-    def rooms(self) -> int:
-        """How many rooms have someone live in them."""
-        return len(self._rooms)
-
     def publish(self, event: Event) -> None:
         """Hand C{event} to every subscriber of its room; one failing never stops the rest."""
         for subscriber in list(self._rooms.get(event.room_id, ())):

@@ -20,6 +20,7 @@ from tmd.errors import (
     BadRequest,
     PayloadTooLarge,
     Unauthorized,
+    Unavailable,
     UnsupportedMediaType,
 )
 from tmd.store import IStore
@@ -161,8 +162,7 @@ class WebApp:
         try:
             await self._store.check()
         except Exception as e:
-            error = ApiError(f"The database does not answer: {e.__class__.__name__}.")
-            error.status, error.code = 503, "unavailable"
+            error = Unavailable(f"The database does not answer: {e.__class__.__name__}.")
             return json_response(request, 503, {"status": "unavailable", **error_json(error)})
         return json_response(request, 200, {"status": "ok"})
 

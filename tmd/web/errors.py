@@ -57,6 +57,4 @@ def add_error_handling(app: Any) -> None:
     def unexpected(_web: object, request: IRequest, failure: Failure) -> bytes:
         log.failure("unhandled error in {method} {path}", failure,
                     method=request.method, path=request.path)
-        error = errors.ApiError("Something went wrong on our side.")
-        error.status, error.code = 500, "internal"
-        return api_error(request, error)
+        return api_error(request, errors.Internal("Something went wrong on our side."))
