@@ -86,13 +86,6 @@ export const store = {
     }
   },
   // Plain strings (the owner token) are stored as they are, not JSON-encoded.
-  getString(key) {
-    try {
-      return window.localStorage.getItem(key);
-    } catch {
-      return null;
-    }
-  },
   setString(key, value) {
     try {
       window.localStorage.setItem(key, value);

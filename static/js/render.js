@@ -74,7 +74,7 @@ function span(className, text) {
 }
 
 // Builds the <li> for one message. `me` is the current nickname (or null).
-export function renderMessage(message, { me = null, canDelete = false } = {}) {
+export function renderMessage(message, { me = null } = {}) {
   const kind = ['chat', 'social', 'system'].includes(message.kind) ? message.kind : 'chat';
   const li = document.createElement('li');
   li.className = 'message kind-' + kind;
@@ -106,16 +106,6 @@ export function renderMessage(message, { me = null, canDelete = false } = {}) {
     time.title = full ? `${full} (#${message.seq})` : message.created_at;
   }
   meta.appendChild(time);
-
-  if (canDelete) {
-    const del = document.createElement('button');
-    del.type = 'button';
-    del.className = 'delete-message link-button';
-    del.textContent = 'delete';
-    del.title = 'Delete this message for everyone';
-    del.dataset.seq = String(message.seq);
-    meta.appendChild(del);
-  }
 
   li.appendChild(meta);
 

@@ -1,0 +1,22 @@
+// What the room page modules share: the room's name, the room as last described, and who we are.
+import { store, ownerKey, participantKey } from './api.js';
+
+export const roomName = decodeURIComponent(location.pathname.split('/').filter(Boolean)[0] || '').toLowerCase();
+
+export const session = {
+  room: null, // the room as the server last described it
+  me: null, // {token, nickname, id} once joined
+  stopped: false, // the room is gone or the server refused us for good
+};
+
+// A chat message posted under our nickname.
+export function isOwnMessage(message) {
+  return session.me !== null && message.kind === 'chat'
+    && String(message.author).toLowerCase() === session.me.nickname.toLowerCase();
+}
+
+// The room no longer exists: forget the participant and owner tokens this browser kept for it.
+export function forgetRoomTokens() {
+  store.remove(participantKey(roomName));
+  store.remove(ownerKey(roomName));
+}
