@@ -1,0 +1,885 @@
+"""
+The tmd benchmark: starts its own daemon, measures the post path and the fan-out.
+
+    python bench/run.py            # full run: under a minute on 2 cores (limit 3 minutes)
+    python bench/run.py --quick    # smaller sizes, under 20 s
+
+It spawns C{twistd -n tmd} on a free loopback port with a fresh SQLite file in a
+temporary directory (waiting for its "tmd listening" log line), drives it with
+Twisted clients in this process (treq over one persistent connection pool,
+Autobahn websockets), checks every answer along the way, prints a table, writes
+C{bench/results.json} and stops the daemon with SIGTERM. Any error, wrong answer,
+lost or reordered message, traceback in the daemon's log or unclean daemon exit
+makes it exit non-zero. Every wait is bounded, and so is the whole run.
+
+Latencies are measured by the client, end to end on loopback, so they include the
+client's own work (treq, Autobahn, JSON), which shares the machine with the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, cast
+
+import treq
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from treq.client import HTTPClient
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, succeed
+from twisted.internet.defer import TimeoutError as Timeout
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+LISTENING = re.compile(rb"tmd listening on TCP [0-9.]+:(\d+)")
+TWISTD = "from twisted.scripts.twistd import run; run()"
+"""twistd from this very interpreter, whatever is (or is not) on PATH."""
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 10.0
+DELIVERY_TIMEOUT = 15.0
+CONNECT_TIMEOUT = 15.0
+CONNECT_PARALLEL = 32
+"""Websocket handshakes in flight at once (the daemon listens with Twisted's backlog of 50)."""
+WARMUP = 20
+SCENARIOS = ("floor", "latency", "throughput", "fanout", "ws")
+
+TODAYSMEET = {"p50_ms": 3.0, "p90_ms": 4.0}
+"""TodaysMeet's post (reflektor answering a POST): the figures we compare against."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    floor_n: int
+    post_n: int
+    concurrency: int
+    throughput_m: int
+    fanout: tuple[tuple[int, int], ...]  # (K clients, P posts) per run
+    ws_n: int
+    deadline: float  # seconds for all scenarios together
+
+
+QUICK = Sizes(floor_n=300, post_n=800, concurrency=8, throughput_m=1600,
+              fanout=((200, 50),), ws_n=800, deadline=60)
+FULL = Sizes(floor_n=2000, post_n=5000, concurrency=8, throughput_m=10000,
+             fanout=((200, 300), (1000, 200)), ws_n=5000, deadline=300)
+
+
+class BenchError(Exception):
+    """The daemon answered wrongly, lost or reordered something, or took too long."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise BenchError(message)
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (q from 0 to 1)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """Median, p90, p99, max and mean of durations in seconds, as milliseconds."""
+    ms = sorted(s * 1000 for s in seconds)
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 0.50), 3),
+        "p90_ms": round(percentile(ms, 0.90), 3),
+        "p99_ms": round(percentile(ms, 0.99), 3),
+        "max_ms": round(ms[-1], 3) if ms else math.nan,
+        "mean_ms": round(sum(ms) / len(ms), 3) if ms else math.nan,
+    }
+
+
+# -- the daemon -------------------------------------------------------------------------------
+
+class _DaemonOutput(ProcessProtocol):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.listening: Deferred[int] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.status: tuple[int | None, int | None] = (None, None)
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        for line in complete:
+            self.lines.append(line.decode("utf-8", "replace"))
+            match = LISTENING.search(line)
+            if match and not self.listening.called:
+                self.listening.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._partial:
+            self.lines.append(self._partial.decode("utf-8", "replace"))
+        ended = reason.value if reason.check(ProcessDone, ProcessTerminated) else None
+        self.status = (getattr(ended, "exitCode", None), getattr(ended, "signal", None))
+        if not self.listening.called:
+            tail = "\n".join(self.lines[-30:])
+            self.listening.errback(
+                BenchError(f"twistd exited {self.status} before listening:\n{tail}"))
+        self.ended.callback(None)
+
+
+class Daemon:
+    """One C{twistd -n tmd} child process on a fresh SQLite file."""
+
+    def __init__(self, reactor: Any, directory: Path, profile: Path | None) -> None:
+        self._reactor = reactor
+        self.directory = directory
+        self.database = directory / "tmd.sqlite3"
+        self.args = [sys.executable, "-c", TWISTD, "-n", "--pidfile="]
+        if profile is not None:  # twistd's own profiler writes its file before it exits
+            self.args += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
+        self.args += ["tmd", "--listen", "tcp:0:interface=127.0.0.1",
+                      "--database", f"sqlite:{self.database}"]
+        self.port = 0
+        self._output = _DaemonOutput()
+        self._process: Any = None
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PYTHONUNBUFFERED"] = "1"
+        started = time.perf_counter()
+        self._process = self._reactor.spawnProcess(
+            self._output, sys.executable, self.args, env=env, path=str(self.directory))
+        self.port = await self._output.listening.addTimeout(START_TIMEOUT, self._reactor)
+        self.start_seconds = time.perf_counter() - started
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(self._process, "pid", None)
+
+    @property
+    def log(self) -> list[str]:
+        return self._output.lines
+
+    async def stop(self) -> tuple[int | None, int | None]:
+        """SIGTERM, then wait; SIGKILL (and an error) if it does not go in time."""
+        if self._process is not None and not self._output.ended.called:
+            self._process.signalProcess("TERM")
+            try:
+                await self._output.ended.addTimeout(STOP_TIMEOUT, self._reactor)
+            except Exception:
+                self._process.signalProcess("KILL")
+                raise BenchError(
+                    f"the daemon did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM") from None
+        return self._output.status
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU the daemon has used so far, all its threads."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory(self) -> dict[str, int]:
+        """Resident and peak resident memory, in KiB."""
+        found = {}
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    key, _, value = line.partition(":")
+                    if key in ("VmRSS", "VmHWM"):
+                        found[key] = int(value.split()[0])
+        except (OSError, ValueError):
+            pass
+        return {"rss_kib": found.get("VmRSS", -1), "peak_rss_kib": found.get("VmHWM", -1)}
+
+    def problems(self) -> list[str]:
+        """Tracebacks and failures the daemon logged."""
+        return [line for line in self.log
+                if "Traceback (most recent call last)" in line or "Unhandled" in line
+                or "#critical]" in line or "#error]" in line]
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+class Api:
+    """The daemon's JSON API over one persistent treq connection pool."""
+
+    def __init__(self, reactor: Any, base: str, connections: int) -> None:
+        self._reactor = reactor
+        self.base = base
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = connections
+        self.pool.retryAutomatically = False
+        self.http = HTTPClient(Agent(reactor, pool=self.pool))
+
+    async def call(self, method: str, path: str, expect: int, body: Any = None,
+                   token: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        kwargs: dict[str, Any] = {"headers": headers, "timeout": REQUEST_TIMEOUT}
+        if body is not None:
+            kwargs["json"] = body
+        response = await self.http.request(method, self.base + path, **kwargs)
+        content = await treq.content(response)
+        if response.code != expect:
+            retry = response.headers.getRawHeaders(b"Retry-After")
+            raise BenchError(f"{method} {path}: expected {expect}, got {response.code}"
+                             f"{' Retry-After ' + str(retry) if retry else ''}: {content[:300]!r}")
+        if not content:
+            return None
+        return json.loads(content)
+
+    async def room(self, name: str) -> str:
+        created = await self.call("POST", "/api/v1/rooms", 201, {"name": name, "title": name})
+        check(created["room"]["name"] == name, f"room created as {created['room']['name']!r}")
+        return name
+
+    async def join(self, room: str, nickname: str) -> str:
+        joined = await self.call("POST", f"/api/v1/rooms/{room}/join", 201, {"nickname": nickname})
+        check(joined["participant"]["nickname"] == nickname, "joined under another nickname")
+        return str(joined["token"])
+
+    async def post(self, room: str, token: str, body: str) -> dict[str, Any]:
+        message = await self.call("POST", f"/api/v1/rooms/{room}/messages", 201,
+                                  {"body": body}, token)
+        check(message["body"] == body and message["room"] == room, f"posted, got {message}")
+        return dict(message)
+
+    async def check_room(self, room: str, last_seq: int) -> None:
+        """The room holds messages 1..last_seq, in order, once each."""
+        seqs: list[int] = []
+        after = 0
+        for _ in range(last_seq // 1000 + 2):
+            page = await self.call("GET", f"/api/v1/rooms/{room}/messages?after={after}&limit=1000",
+                                   200)
+            seqs += [m["seq"] for m in page["messages"]]
+            check(page["last_seq"] == last_seq,
+                  f"{room}: last_seq is {page['last_seq']}, expected {last_seq}")
+            if len(page["messages"]) < 1000:
+                break
+            after = seqs[-1]
+        check(seqs == list(range(1, last_seq + 1)),
+              f"{room}: the stored seqs are not 1..{last_seq} ({len(seqs)} of them)")
+
+    async def close(self) -> None:
+        await self.pool.closeCachedConnections()
+
+
+# -- websockets -------------------------------------------------------------------------------
+
+class Tracker:
+    """Arrival times of live message frames across many clients of one room."""
+
+    def __init__(self, clients: int) -> None:
+        self.clients = clients
+        self.count: dict[int, int] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._waiting: dict[int, Deferred[float]] = {}
+
+    def arrived(self, seq: int, at: float) -> None:
+        count = self.count.get(seq, 0) + 1
+        self.count[seq] = count
+        self.first.setdefault(seq, at)
+        self.last[seq] = at
+        if count == self.clients and seq in self._waiting:
+            self._waiting.pop(seq).callback(at)
+
+    def everyone_has(self, seq: int) -> Deferred[float]:
+        if self.count.get(seq, 0) >= self.clients:
+            return succeed(self.last[seq])
+        d: Deferred[float] = Deferred()
+        self._waiting[seq] = d
+        return d
+
+
+class LiveClient(WebSocketClientProtocol):
+    """One live connection: checks its frames as they come and times them."""
+
+    factory: LiveClientFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.welcome: Deferred[dict[str, Any]] = Deferred()
+        self.welcome_frame: dict[str, Any] = {}
+        self.gone: Deferred[int | None] = Deferred()
+        self.seqs: list[int] = []
+        self.problems: list[str] = []
+        self.acks: dict[str, Deferred[tuple[float, int]]] = {}
+        self.online = 0
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        now = time.perf_counter()
+        frame = json.loads(payload)
+        kind = frame.get("type")
+        if kind == "message":
+            seq = frame["message"]["seq"]
+            if self.seqs and seq <= self.seqs[-1]:
+                self.problems.append(f"seq {seq} after {self.seqs[-1]}")
+            self.seqs.append(seq)
+            tracker = self.factory.tracker
+            if tracker is not None:
+                tracker.arrived(seq, now)
+        elif kind == "presence":
+            self.online = frame["online"]
+            waiting = self.factory.presence
+            if waiting is not None:
+                waiting(self)
+        elif kind == "ack":
+            acked = self.acks.pop(frame.get("ref"), None)
+            if acked is None:
+                self.problems.append(f"unexpected ack {frame}")
+            else:
+                acked.callback((now, frame["seq"]))
+        elif kind == "welcome":
+            if self.welcome.called:
+                self.problems.append("a second welcome")
+            else:
+                self.welcome_frame = frame
+                self.welcome.callback(frame)
+        elif kind == "error":
+            self.problems.append(f"error frame {frame}")
+            acked = self.acks.pop(frame.get("ref"), None)
+            if acked is not None:
+                acked.errback(BenchError(f"error frame {frame}"))
+        else:
+            self.problems.append(f"unknown frame {frame}")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.welcome.called:
+            self.welcome.errback(BenchError(f"websocket closed before welcome: {code} {reason}"))
+        for acked in self.acks.values():
+            acked.errback(BenchError(f"websocket closed awaiting an ack: {code} {reason}"))
+        self.acks.clear()
+        if not self.factory.closing:
+            self.problems.append(f"closed by the server: {code} {reason}")
+        self.gone.callback(code)
+
+    def post(self, body: str, ref: str) -> Deferred[tuple[float, int]]:
+        d: Deferred[tuple[float, int]] = Deferred()
+        self.acks[ref] = d
+        self.sendMessage(json.dumps({"type": "post", "body": body, "ref": ref}).encode())
+        return d
+
+
+class LiveClientFactory(WebSocketClientFactory):
+    protocol = LiveClient  # type: ignore[assignment]
+
+    def __init__(self, url: str, reactor: Any) -> None:
+        super().__init__(url, reactor=reactor)
+        # The daemon is trusted here: skip the client's UTF-8 check, keep its own costs low.
+        self.setProtocolOptions(utf8validateIncoming=False, openHandshakeTimeout=CONNECT_TIMEOUT,
+                                closeHandshakeTimeout=5)
+        self.tracker: Tracker | None = None
+        self.presence: Callable[[LiveClient], None] | None = None
+        self.closing = False
+
+
+async def bounded(reactor: Any, d: Deferred[Any], seconds: float, what: str) -> Any:
+    """C{await d}, or a L{BenchError} (and C{d} cancelled) after C{seconds}."""
+    try:
+        return await d.addTimeout(seconds, reactor)
+    except Timeout:
+        raise BenchError(f"timed out after {seconds} s: {what}") from None
+
+
+async def connect_many(reactor: Any, factory: LiveClientFactory, port: int,
+                       count: int) -> list[LiveClient]:
+    """C{count} clients, each past its welcome frame, a few handshakes at a time."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=CONNECT_TIMEOUT)
+    limit = DeferredSemaphore(CONNECT_PARALLEL)
+    clients: list[LiveClient] = []
+
+    async def one() -> None:
+        client = cast(LiveClient, await endpoint.connect(factory))
+        await bounded(reactor, client.welcome, CONNECT_TIMEOUT, "a welcome frame")
+        clients.append(client)
+
+    async def limited() -> None:
+        await limit.acquire()
+        try:
+            await one()
+        finally:
+            limit.release()
+
+    results = await DeferredList([Deferred.fromCoroutine(limited()) for _ in range(count)],
+                                 consumeErrors=True)
+    for ok, value in results:
+        if not ok:
+            raise BenchError(
+                f"a websocket client could not connect: {cast(Failure, value).getErrorMessage()}")
+    return clients
+
+
+async def close_all(reactor: Any, factory: LiveClientFactory, clients: list[LiveClient]) -> None:
+    factory.closing = True
+    for client in clients:
+        client.sendClose(1000)
+    await bounded(reactor, DeferredList([c.gone for c in clients], consumeErrors=True), 15,
+                  "the websocket clients to close")
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+@dataclass
+class Bench:
+    reactor: Any
+    daemon: Daemon
+    api: Api
+    sizes: Sizes
+    only: frozenset[str] = frozenset()
+    warnings: list[str] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    rooms: int = 0
+
+    def room_name(self, what: str) -> str:
+        self.rooms += 1
+        return f"bench-{what}-{self.rooms}-{os.getpid()}"
+
+    async def http_floor(self) -> None:
+        """GET of a room name that cannot exist: Klein, treq and loopback, no database."""
+        n = self.sizes.floor_n
+        for _ in range(WARMUP):
+            await self.api.call("GET", "/api/v1/rooms/-", 404)
+        times = []
+        started = time.perf_counter()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await self.api.call("GET", "/api/v1/rooms/-", 404)
+            times.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - started
+        self.results["http_floor"] = {
+            "title": "HTTP floor: GET 404, no database (reference)",
+            "requests": n, **summary(times), "per_s": round(n / wall, 1)}
+
+    async def post_latency(self) -> None:
+        n = self.sizes.post_n
+        room = await self.api.room(self.room_name("latency"))
+        token = await self.api.join(room, "solo")
+        for i in range(WARMUP):
+            await self.api.post(room, token, f"warm-up {i}")
+        times = []
+        started = time.perf_counter()
+        for i in range(n):
+            t0 = time.perf_counter()
+            message = await self.api.post(room, token, f"post {i}: is light a wave?")
+            times.append(time.perf_counter() - t0)
+            check(message["seq"] == WARMUP + i + 1, f"post {i} got seq {message['seq']}")
+        wall = time.perf_counter() - started
+        await self.api.check_room(room, WARMUP + n)
+        self.results["post_latency"] = {
+            "title": "post latency (HTTP, sequential)",
+            "posts": n, **summary(times), "per_s": round(n / wall, 1)}
+
+    async def post_throughput(self) -> None:
+        c, m = self.sizes.concurrency, self.sizes.throughput_m
+        room = await self.api.room(self.room_name("throughput"))
+        tokens = [await self.api.join(room, f"poster-{i}") for i in range(c)]
+        for i in range(WARMUP):
+            await self.api.post(room, tokens[i % c], f"warm-up {i}")
+        times: list[float] = []
+        seqs: list[int] = []
+        remaining = [m]
+
+        async def poster(token: str) -> None:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                t0 = time.perf_counter()
+                message = await self.api.post(room, token, f"post {remaining[0]}")
+                times.append(time.perf_counter() - t0)
+                seqs.append(message["seq"])
+
+        started = time.perf_counter()
+        results = await DeferredList([Deferred.fromCoroutine(poster(t)) for t in tokens],
+                                     consumeErrors=True)
+        wall = time.perf_counter() - started
+        for ok, value in results:
+            if not ok:
+                raise BenchError(
+                    f"a concurrent poster failed: {cast(Failure, value).getErrorMessage()}")
+        check(sorted(seqs) == list(range(WARMUP + 1, WARMUP + m + 1)),
+              "concurrent posts did not get seqs WARMUP+1..WARMUP+M once each")
+        await self.api.check_room(room, WARMUP + m)
+        self.results["post_throughput"] = {
+            "title": f"post throughput (HTTP, {c} concurrent posters)",
+            "posts": m, "concurrency": c, **summary(times), "per_s": round(m / wall, 1)}
+
+    async def fanout(self, k: int, p: int) -> None:
+        room = await self.api.room(self.room_name(f"fanout{k}"))
+        token = await self.api.join(room, "speaker")
+        warmup = 3
+        factory = LiveClientFactory(
+            f"ws://127.0.0.1:{self.daemon.port}/api/v1/rooms/{room}/live", self.reactor)
+        tracker = Tracker(k)
+        factory.tracker = tracker
+        connect_started = time.perf_counter()
+        clients = await connect_many(self.reactor, factory, self.daemon.port, k)
+        connect_seconds = time.perf_counter() - connect_started
+        try:
+            # Quiet point: every client has heard presence say all K are online.
+            settled: Deferred[None] = Deferred()
+            everyone: set[LiveClient] = set()
+
+            def heard(client: LiveClient) -> None:
+                if client.online == k:
+                    everyone.add(client)
+                    if len(everyone) == k and not settled.called:
+                        settled.callback(None)
+
+            factory.presence = heard
+            for client in clients:
+                heard(client)
+            try:
+                await bounded(self.reactor, settled, 5, f"presence to say {k} online to all")
+            except BenchError as e:  # presence is not what we measure: note it, go on
+                self.warnings.append(f"{e} ({len(everyone)} heard it)")
+            factory.presence = None
+
+            for i in range(warmup):
+                delivered = tracker.everyone_has(i + 1)
+                await self.api.post(room, token, f"warm-up {i}")
+                await bounded(self.reactor, delivered, DELIVERY_TIMEOUT, f"warm-up {i + 1}")
+
+            gc.collect()
+            latencies: list[float] = []
+            first: list[float] = []
+            replies: list[float] = []
+            started = time.perf_counter()
+            for i in range(p):
+                seq = warmup + i + 1
+                delivered = tracker.everyone_has(seq)
+                t0 = time.perf_counter()
+                message = await self.api.post(room, token, f"question {i}: is light a wave?")
+                replies.append(time.perf_counter() - t0)
+                check(message["seq"] == seq, f"fan-out post {i} got seq {message['seq']}")
+                last = await bounded(self.reactor, delivered, DELIVERY_TIMEOUT,
+                                     f"all {k} clients to receive seq {seq} "
+                                     f"({tracker.count.get(seq, 0)} had it)")
+                latencies.append(last - t0)
+                first.append(tracker.first[seq] - t0)
+            wall = time.perf_counter() - started
+
+            expected = list(range(1, warmup + p + 1))
+            wrong = [c for c in clients if c.seqs != expected or c.problems]
+            if wrong:
+                sample = wrong[0]
+                raise BenchError(
+                    f"{len(wrong)} of {k} clients did not get seqs 1..{warmup + p} once each, in "
+                    f"order; one got {len(sample.seqs)} frames, problems {sample.problems[:3]}")
+            await self.api.check_room(room, warmup + p)
+        finally:
+            await close_all(self.reactor, factory, clients)
+
+        self.results[f"fanout_{k}"] = {
+            "title": f"fan-out to {k} websockets (POST sent -> last client has it)",
+            "clients": k, "posts": p, **summary(latencies),
+            "first_client_p50_ms": summary(first)["p50_ms"],
+            "post_reply_p50_ms": summary(replies)["p50_ms"],
+            "frames_delivered": k * p,
+            "frames_per_s": round(k * p / wall, 1),
+            "frames_per_s_while_delivering": round(k * p / sum(latencies), 1),
+            "connect_seconds": round(connect_seconds, 3),
+        }
+
+    async def ws_round_trip(self) -> None:
+        n = self.sizes.ws_n
+        room = await self.api.room(self.room_name("wspost"))
+        token = await self.api.join(room, "socket")
+        factory = LiveClientFactory(
+            f"ws://127.0.0.1:{self.daemon.port}/api/v1/rooms/{room}/live?token={token}",
+            self.reactor)
+        tracker = Tracker(1)
+        factory.tracker = tracker
+        (client,) = await connect_many(self.reactor, factory, self.daemon.port, 1)
+        try:
+            welcome = client.welcome_frame
+            check(welcome["you"] is not None and welcome["you"]["nickname"] == "socket",
+                  f"welcome does not know us: {welcome['you']}")
+            for i in range(WARMUP):
+                await bounded(self.reactor, client.post(f"warm-up {i}", f"w{i}"),
+                              REQUEST_TIMEOUT, "an ack")
+            times = []
+            started = time.perf_counter()
+            for i in range(n):
+                t0 = time.perf_counter()
+                acked_at, seq = await bounded(self.reactor, client.post(f"post {i}", f"r{i}"),
+                                              REQUEST_TIMEOUT, f"the ack of post {i}")
+                times.append(acked_at - t0)
+                check(seq == WARMUP + i + 1, f"ws post {i} acked with seq {seq}")
+            wall = time.perf_counter() - started
+            last = WARMUP + n
+            if tracker.count.get(last, 0) < 1:
+                await bounded(self.reactor, tracker.everyone_has(last), DELIVERY_TIMEOUT,
+                              "our own last message frame")
+            check(client.seqs == list(range(1, last + 1)) and not client.problems,
+                  f"the poster's socket saw {len(client.seqs)} message frames, "
+                  f"problems {client.problems[:3]}")
+            await self.api.check_room(room, last)
+        finally:
+            await close_all(self.reactor, factory, [client])
+        self.results["ws_round_trip"] = {
+            "title": "websocket post -> ack (sequential)",
+            "posts": n, **summary(times), "per_s": round(n / wall, 1)}
+
+    async def run(self) -> None:
+        steps: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
+            ("floor", "HTTP floor", self.http_floor),
+            ("latency", "post latency", self.post_latency),
+            ("throughput", "post throughput", self.post_throughput),
+        ]
+        for k, p in self.sizes.fanout:
+            steps.append(("fanout", f"fan-out to {k}",
+                          lambda k=k, p=p: self.fanout(k, p)))  # type: ignore[misc]
+        steps.append(("ws", "websocket post round trip", self.ws_round_trip))
+        for key, name, step in steps:
+            if self.only and key not in self.only:
+                continue
+            before = set(self.results)
+            started = time.perf_counter()
+            daemon_cpu = self.daemon.cpu_seconds()
+            client_cpu = client_cpu_seconds()
+            progress(f"  {name} ...")
+            await step()
+            wall = time.perf_counter() - started
+            progress(f" {wall:.1f} s\n")
+            for key in set(self.results) - before:  # whole step, set-up and checks included
+                self.results[key]["step"] = {
+                    "wall_s": round(wall, 3),
+                    "daemon_cpu_s": round(self.daemon.cpu_seconds() - daemon_cpu, 3),
+                    "client_cpu_s": round(client_cpu_seconds() - client_cpu, 3)}
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def progress(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+# -- the machine and the report ---------------------------------------------------------------
+
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem holding C{path} (the SQLite fsync cost depends on it)."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                parts = line.split()
+                if len(parts) >= 3 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, kind = parts[1], parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def machine(directory: Path) -> dict[str, Any]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, timeout=5,
+                                capture_output=True, text=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu": cpu,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "database_filesystem": filesystem_of(directory),
+        "versions": {name: metadata.version(name) for name in ("Twisted", "treq", "autobahn")},
+        "commit": commit,
+    }
+
+
+ROWS = [  # (result key, rate key, rate unit)
+    ("http_floor", "per_s", "req/s"),
+    ("post_latency", "per_s", "posts/s"),
+    ("post_throughput", "per_s", "posts/s"),
+    ("fanout_*", "frames_per_s", "frames/s"),
+    ("ws_round_trip", "per_s", "posts/s"),
+]
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'scenario':<58} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+             f"{'max ms':>8}  rate"]
+    lines.append("-" * len(lines[0]) + "-" * 14)
+    for key, rate, unit in ROWS:
+        keys = [k for k in results if k.startswith(key[:-1])] if key.endswith("*") else [key]
+        for k in keys:
+            r = results.get(k)
+            if r is None:
+                continue
+            lines.append(f"{r['title']:<58} {r['n']:>6} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
+                         f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.2f}  {r[rate]:,.0f} {unit}")
+    lines.append(f"(TodaysMeet's post: {TODAYSMEET['p50_ms']:.0f} ms median, "
+                 f"{TODAYSMEET['p90_ms']:.0f} ms p90)")
+    return "\n".join(lines)
+
+
+def raise_file_limit(needed: int) -> dict[str, int]:
+    """Room for C{needed} descriptors here and in the daemon (which inherits the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise BenchError(f"the open-file limit is {soft}; the fan-out needs about {needed}")
+    return {"soft": soft, "hard": hard}
+
+
+# -- main -------------------------------------------------------------------------------------
+
+async def main(reactor: Any, options: argparse.Namespace) -> int:
+    sizes = QUICK if options.quick else FULL
+    mode = "quick" if options.quick else "full"
+    directory = Path(tempfile.mkdtemp(prefix="tmd-bench-", dir=options.tmpdir))
+    errors: list[str] = []
+    report: dict[str, Any] = {
+        "mode": mode,
+        "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(directory),
+        "sizes": {k: v for k, v in sizes.__dict__.items()},
+        "todaysmeet": TODAYSMEET,
+    }
+    m = report["machine"]
+    print(f"tmd bench ({mode}): {m['nproc']} CPUs ({m['cpu']}), {m['python']}, "
+          f"Twisted {m['versions']['Twisted']}, load {m['loadavg_at_start']}, "
+          f"SQLite on {m['database_filesystem']}", flush=True)
+    report["file_limit"] = raise_file_limit(2 * max(k for k, _ in sizes.fanout) + 256)
+
+    daemon = Daemon(reactor, directory, options.profile)
+    bench: Bench | None = None
+    api: Api | None = None
+    try:
+        await daemon.start()
+        report["daemon"] = {"pid": daemon.pid, "port": daemon.port,
+                            "start_seconds": round(daemon.start_seconds, 3),
+                            "profile": str(options.profile) if options.profile else None}
+        progress(f"daemon pid {daemon.pid} listening on {daemon.url} "
+                 f"after {daemon.start_seconds:.2f} s\n")
+        api = Api(reactor, daemon.url, sizes.concurrency + 2)
+        bench = Bench(reactor, daemon, api, sizes, options.only)
+        await bounded(reactor, Deferred.fromCoroutine(bench.run()), sizes.deadline,
+                      "the whole benchmark")
+    except Exception as e:
+        errors.append(f"{type(e).__name__}: {e}")
+    finally:
+        if api is not None:
+            await api.close()
+        try:
+            report.setdefault("daemon", {}).update(daemon.memory())
+            status = await daemon.stop()
+            report.setdefault("daemon", {})["exit"] = list(status)
+            if status not in ((0, None), (None, signal.SIGTERM)):
+                errors.append(f"the daemon exited uncleanly: code {status[0]}, signal {status[1]}")
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {e}")
+    problems = daemon.problems()
+    if problems:
+        errors.append(f"the daemon logged {len(problems)} problem lines, e.g. {problems[0]!r}")
+
+    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["results"] = bench.results if bench is not None else {}
+    report["warnings"] = bench.warnings if bench is not None else []
+    report["errors"] = errors
+    report["ok"] = not errors
+    print(table(report["results"]))
+    options.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {options.output}")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if errors:
+        log_path = directory / "daemon.log"
+        log_path.write_text("\n".join(daemon.log) + "\n")
+        print("FAILED:\n  " + "\n  ".join(errors), file=sys.stderr)
+        print(f"daemon log and database kept in {directory}", file=sys.stderr)
+        return 1
+    if options.keep:
+        (directory / "daemon.log").write_text("\n".join(daemon.log) + "\n")
+        print(f"daemon log and database kept in {directory}")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--quick", action="store_true", help="small sizes: under ~20 s")
+    parser.add_argument("--output", type=Path, default=HERE / "results.json",
+                        help="where to write the JSON results [bench/results.json]")
+    parser.add_argument("--tmpdir", default=None,
+                        help="where to make the daemon's temporary directory (and SQLite file)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the daemon's directory (database, log) after a good run")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="run the daemon under cProfile (twistd --profiler=cprofile), "
+                             "writing pstats to this file")
+    parser.add_argument("--only", default="",
+                        help="comma-separated scenarios to run, of: " + ", ".join(SCENARIOS))
+    options = parser.parse_args(argv)
+    options.only = frozenset(filter(None, options.only.split(",")))
+    if options.only - set(SCENARIOS):
+        parser.error(f"unknown scenarios {sorted(options.only - set(SCENARIOS))}")
+    if options.profile is not None:
+        options.profile = options.profile.resolve()
+    return options
+
+
+def run() -> None:
+    options = parse(sys.argv[1:])
+
+    async def go(reactor: Any) -> None:
+        code = await main(reactor, options)
+        if code:
+            raise SystemExit(code)
+
+    task.react(lambda reactor: Deferred.fromCoroutine(go(reactor)))
+
+
+if __name__ == "__main__":
+    run()
