@@ -51,22 +51,18 @@ class OptionsTests(SynchronousTestCase):
                          ("tcp:8080", "sqlite:tmd.sqlite3", None, ()))
 
     def test_options(self) -> None:
-        """--listen, --database, --public-url and repeated --plugin end up in the config."""
+        """--listen, --database and --public-url end up in the config."""
         config = parse("--listen", "tcp:9000:interface=127.0.0.1", "--database",
-                       "sqlite:/tmp/x.sqlite3", "--public-url", "https://chat.example.org",
-                       "--plugin", "irc", "--plugin", "twitter").config
+                       "sqlite:/tmp/x.sqlite3", "--public-url", "https://chat.example.org").config
         assert config is not None
         self.assertEqual(
             (config.listen, config.database, config.public_url, config.plugins),
             ("tcp:9000:interface=127.0.0.1", "sqlite:/tmp/x.sqlite3", "https://chat.example.org",
-             ("irc", "twitter")))
+             ()))
 
-    def test_fresh_plugins(self) -> None:
-        """Each Options starts with no plugins: the list is not shared between instances."""
-        parse("--plugin", "irc")
-        config = parse().config
-        assert config is not None
-        self.assertEqual(config.plugins, ())
+    def test_unknown_plugin(self) -> None:
+        """Asking for a plugin that is not installed is a usage error naming it."""
+        self.assertIn("'irc'", self.refused("--plugin", "irc", "--plugin", "twitter"))
 
     def test_bad_endpoint(self) -> None:
         """An endpoint string of an unknown type is a UsageError naming it."""

@@ -71,6 +71,8 @@ class Options(usage.Options):
             store_for(self.config.database, reactor)
         except ValueError as e:  # ConfigError included
             raise usage.UsageError(str(e)) from None
+        if self.config.plugins:
+            raise usage.UsageError(f"No plugin named {self.config.plugins[0]!r} is installed.")
         try:
             serverFromString(reactor, self.config.listen)
         except (ValueError, OSError) as e:
