@@ -188,11 +188,12 @@ class Chat:
 
     async def post(self, name: str, token: str | None, request: dict[str, Any]) -> Message:
         """Post C{request["body"]} as the holder of C{token}; fans it out once committed."""
+        if token is None:
+            raise Unauthorized("Join the room to post: send your participant token.")
         body = clean_text(required(request, "body", str))
         room = await self.room(name)
         participant = await self.participant(room, token)
-        if participant is None:
-            raise Unauthorized("Join the room to post: send your participant token.")
+        assert participant is not None  # a token that finds no one is refused above
         self._check_post(room, participant, body)
         message = await self._store.post(room, NewMessage(
             kind="chat", author=participant.nickname, participant_id=participant.id, body=body,

@@ -119,6 +119,7 @@ class SQLiteStore:
             self._db = None
 
         d: Deferred[None] = self._run(shut) if self._db is not None else succeed(None)
+
         def stop_pool(result: object) -> object:
             self._pool.stop()
             return result

@@ -141,7 +141,7 @@ class WebApp:
     @app.route("/api/v1/rooms/<name>/messages", methods=["POST"])
     async def post(self, request: IRequest, name: str) -> bytes:
         token = bearer_token(request)
-        if token is None:
+        if token is None:  # before reading the body: an anonymous post is a 401, whatever it holds
             raise Unauthorized("Join the room to post: send your participant token.")
         message = await self._chat.post(name, token, json_body(request))
         return json_response(request, 201, message_json(message))

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tmd.chat import Chat
-from tmd.errors import ApiError, BadRequest, NotFound, Unauthorized
+from tmd.errors import ApiError, BadRequest, NotFound
 from tmd.hub import Hub
 from tmd.model import Event, Message, Room
 from tmd.wire import decode_object, encode, error_frame, message_frame, participant_json
@@ -181,8 +181,6 @@ class LiveProtocol(WebSocketServerProtocol):
     async def _post(self, ref: str | None, frame: dict[str, Any]) -> None:
         assert self._room is not None
         try:
-            if self._token is None:
-                raise Unauthorized("Join the room and connect with your token to post.")
             message = await self.factory.chat.post(self._room.name, self._token, frame)
         except ApiError as e:
             if self._can_send():
