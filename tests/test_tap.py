@@ -113,7 +113,7 @@ class BuildTests(SynchronousTestCase):
     def test_children(self) -> None:
         """The root service starts store, hub and web, in that order."""
         root = build(self.config, self.reactor)
-        self.assertEqual([service.name for service in root], ["store", "hub", "web"])
+        self.assertEqual([service.name for service in root], ["store", "hub", "bus", "web"])
         self.assertIsInstance(root.getServiceNamed("web"), WebService)
 
     def test_nothing_done(self) -> None:

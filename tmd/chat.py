@@ -3,8 +3,8 @@ The chat core: the rules of rooms, participants and posts, in plain Python.
 
 Protocols (the JSON API, the websocket, later IRC) only translate to and from
 these calls; every rule lives here once. Posting follows DESIGN.md's hot path:
-validate, commit (the store allocates the seq), then publish to the Hub, so no
-client ever sees a message the database does not hold.
+validate, commit (the store allocates the seq), then publish through the Bus, so
+no client ever sees a message the database does not hold.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from tmd import tokens
+from tmd.bus import Bus, LocalBus
 from tmd.errors import (
     BadRequest,
     Empty,
@@ -100,11 +101,13 @@ def _hashtags(request: dict[str, Any]) -> tuple[str, ...]:
 class Chat:
     """Rooms, participants and posts; every method validates its input first."""
 
-    def __init__(self, store: IStore, hub: Hub, clock: IReactorTime, in_thread: InThread) -> None:
+    def __init__(self, store: IStore, hub: Hub, clock: IReactorTime, in_thread: InThread,
+                 bus: Bus | None = None) -> None:
         self._store = store
         self._hub = hub
         self._clock = clock
         self._in_thread = in_thread
+        self._bus = bus if bus is not None else LocalBus(hub)
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -198,7 +201,7 @@ class Chat:
         message = await self._store.post(room, NewMessage(
             kind="chat", author=participant.nickname, participant_id=participant.id, body=body,
             created_at=self.now_ms()))
-        self._hub.publish(Event(room_id=room.id, frame=message_frame(message), message=message))
+        self._bus.publish(Event(room_id=room.id, frame=message_frame(message), message=message))
         return message
 
     def _check_post(self, room: Room, participant: Participant, body: str) -> None:

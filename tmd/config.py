@@ -22,16 +22,27 @@ class ConfigError(ValueError):
     """The configuration is wrong; the message says how to fix it."""
 
 
+DEFAULT_DB_POOL_SIZE = 4
+MAX_DB_POOL_SIZE = 100
+
+
 @frozen
 class Config:
     listen: str = DEFAULT_LISTEN
     database: str = DEFAULT_DATABASE
     public_url: str | None = None
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    db_password_file: str | None = None
+    db_password: str | None = field(default=None, repr=False)
+    """Read from C{db_password_file} at start; else libpq finds it (URL, PGPASSWORD, .pgpass)."""
     plugins: tuple[str, ...] = ()
     sections: Mapping[str, Any] = field(factory=dict, repr=False)
 
 
-_TOP_LEVEL = {"listen": str, "database": str, "public_url": str}
+_TOP_LEVEL: dict[str, type] = {
+    "listen": str, "database": str, "public_url": str, "db_pool_size": int,
+    "db_password_file": str,
+}
 
 
 def load(options: Mapping[str, Any]) -> Config:
@@ -49,8 +60,9 @@ def load(options: Mapping[str, Any]) -> Config:
             raise ConfigError(f"The configuration file {path} is not valid TOML: {e}.") from None
         for key, value in document.items():
             if key in _TOP_LEVEL:
-                if not isinstance(value, _TOP_LEVEL[key]):
-                    raise ConfigError(f"In {path}, '{key}' must be a string.")
+                kind = _TOP_LEVEL[key]
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    raise ConfigError(f"In {path}, '{key}' must be {_KIND_NAMES[kind]}.")
                 settings[key] = value
             elif isinstance(value, dict | list):
                 sections[key] = value
@@ -60,4 +72,33 @@ def load(options: Mapping[str, Any]) -> Config:
         value = options.get(key.replace("_", "-"))
         if value is not None:
             settings[key] = value
+    settings["db_pool_size"] = _pool_size(settings.get("db_pool_size", DEFAULT_DB_POOL_SIZE))
+    if settings.get("db_password_file"):
+        settings["db_password"] = read_secret(settings["db_password_file"])
     return Config(plugins=tuple(options.get("plugins", ())), sections=sections, **settings)
+
+
+_KIND_NAMES = {str: "a string", int: "an integer"}
+
+
+def _pool_size(value: int | str) -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_DB_POOL_SIZE:
+        raise ConfigError(f"The database pool size must be from 1 to {MAX_DB_POOL_SIZE}.")
+    return size
+
+
+def read_secret(path: str) -> str:
+    """A secret kept in a file: read once at start, surrounding whitespace stripped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
+        raise ConfigError(f"Cannot read the secret file {path}: {reason}.") from None
+    if not secret:
+        raise ConfigError(f"The secret file {path} is empty.")
+    return secret

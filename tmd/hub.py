@@ -4,11 +4,13 @@ The Hub: which live subscribers each room has, and fan-out to them.
 It knows nothing of HTTP or websockets: a subscriber is anything with a
 C{deliver(event)} method. Presence (how many are online) is published here too,
 coalesced so that a crowd arriving at once costs a few frames a second, not one
-per arrival.
+per arrival. With several daemons, the Bus tells the Hub the other daemons'
+counts (L{Hub.remote_presence}) and hears of this one's (C{on_local_presence}).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,6 +35,11 @@ class Hub:
         self._rooms: dict[int, dict[Subscriber, None]] = {}
         self._announced: dict[int, int] = {}
         self._presence_calls: dict[int, IDelayedCall] = {}
+        self._told: dict[int, int] = {}
+        self._remote: dict[int, dict[str, int]] = {}
+        self._heard: dict[str, float] = {}
+        self.on_local_presence: Callable[[int, int], object] = lambda room_id, count: None
+        """Called, coalesced, when the number of this daemon's subscribers of a room changes."""
 
     def subscribe(self, room_id: int, subscriber: Subscriber) -> None:
         self._rooms.setdefault(room_id, {})[subscriber] = None
@@ -46,8 +53,58 @@ class Hub:
                 del self._rooms[room_id]
             self._presence_changed(room_id)
 
-    def online(self, room_id: int) -> int:
+    def local_online(self, room_id: int) -> int:
+        """This daemon's subscribers of the room."""
         return len(self._rooms.get(room_id, ()))
+
+    def online(self, room_id: int) -> int:
+        """Everyone in the room, on every daemon."""
+        return self.local_online(room_id) + sum(self._remote.get(room_id, {}).values())
+
+    def rooms(self) -> list[int]:
+        """The rooms that have subscribers here."""
+        return list(self._rooms)
+
+    def remote_presence(self, origin: str, counts: Mapping[int, int], complete: bool) -> None:
+        """
+        Another daemon's subscriber counts; C{complete} if they are all of its rooms
+        (a refresh), so that its rooms left out are empty there.
+        """
+        self._heard[origin] = self._clock.seconds()
+        if complete:
+            for room_id, by_origin in list(self._remote.items()):
+                if origin in by_origin and room_id not in counts:
+                    self._set_remote(room_id, origin, 0)
+        for room_id, count in counts.items():
+            self._set_remote(room_id, origin, count)
+
+    def forget(self, origin: str) -> None:
+        """Another daemon is gone: its subscribers are no longer online."""
+        self._heard.pop(origin, None)
+        for room_id, by_origin in list(self._remote.items()):
+            if origin in by_origin:
+                self._set_remote(room_id, origin, 0)
+
+    def expire(self, max_age: float) -> None:
+        """Forget the daemons not heard from for C{max_age} seconds."""
+        now = self._clock.seconds()
+        for origin, heard in list(self._heard.items()):
+            if now - heard > max_age:
+                self.forget(origin)
+
+    def _set_remote(self, room_id: int, origin: str, count: int) -> None:
+        by_origin = self._remote.setdefault(room_id, {})
+        if by_origin.get(origin, 0) == count:
+            if not by_origin:
+                del self._remote[room_id]
+            return
+        if count > 0:
+            by_origin[origin] = count
+        else:
+            del by_origin[origin]
+            if not by_origin:
+                del self._remote[room_id]
+        self._presence_changed(room_id)
 
     def publish(self, event: Event) -> None:
         """Hand C{event} to every subscriber of its room; one failing never stops the rest."""
@@ -64,13 +121,20 @@ class Hub:
 
     def _announce_presence(self, room_id: int) -> None:
         del self._presence_calls[room_id]
+        local = self.local_online(room_id)
+        if self._told.get(room_id, 0) != local:
+            if local:
+                self._told[room_id] = local
+            else:
+                del self._told[room_id]
+            self.on_local_presence(room_id, local)
+        if not local:  # no one here to tell
+            self._announced.pop(room_id, None)
+            return
         online = self.online(room_id)
         if self._announced.get(room_id, 0) == online:
             return
-        if online:
-            self._announced[room_id] = online
-        else:
-            self._announced.pop(room_id, None)
+        self._announced[room_id] = online
         self.publish(Event(room_id=room_id, frame=presence_frame(online)))
 
     def stop(self) -> None:

@@ -99,11 +99,14 @@ class Event:
 
     C{frame} is the server frame, JSON-encoded once for every subscriber; C{message}
     is set for message events, so subscribers can order and de-duplicate by seq.
+    An event with C{last_seq} and no frame tells subscribers the room's last seq
+    (after the Bus lost touch for a while): those behind catch up from the store.
     """
 
     room_id: int
     frame: bytes
     message: Message | None = field(default=None)
+    last_seq: int | None = field(default=None)
 
     @property
     def seq(self) -> int | None:

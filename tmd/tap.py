@@ -19,11 +19,14 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tmd import __version__
+from tmd.bus import Bus, LocalBus, PostgresBus
 from tmd.chat import Chat
-from tmd.config import DEFAULT_DATABASE, DEFAULT_LISTEN, Config, load
+from tmd.config import DEFAULT_DATABASE, DEFAULT_DB_POOL_SIZE, DEFAULT_LISTEN, Config, load
+from tmd.errors import ApiError
 from tmd.hub import Hub
 from tmd.service import Lifecycle, Sequence
 from tmd.store import store_for
+from tmd.store.postgres import PostgresStore
 from tmd.web import WebService
 
 log = Logger()
@@ -41,7 +44,12 @@ class Options(usage.Options):
          f" tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/tmd.sock or"
          f" ssl:443:privateKey=key.pem:certKey=cert.pem [default: {DEFAULT_LISTEN}]"],
         ["database", None, None,
-         f"Where to keep rooms and messages: sqlite:PATH [default: {DEFAULT_DATABASE}]"],
+         f"Where to keep rooms and messages: sqlite:PATH, or postgresql://USER@HOST:PORT/DB"
+         f" to share one database between several daemons [default: {DEFAULT_DATABASE}]"],
+        ["db-pool-size", None, None,
+         f"Connections to PostgreSQL per daemon [default: {DEFAULT_DB_POOL_SIZE}]"],
+        ["db-password-file", None, None,
+         "A file holding the PostgreSQL password (else the URL, PGPASSWORD or ~/.pgpass)."],
         ["config", None, None, "A TOML configuration file."],
         ["public-url", None, None,
          "The URL people use to reach this daemon (for links), e.g. https://chat.example.org"],
@@ -68,7 +76,7 @@ class Options(usage.Options):
 
         try:
             self.config = load(self)
-            store_for(self.config.database, reactor)
+            store_for(self.config.database, reactor, self.config.db_pool_size)
         except ValueError as e:  # ConfigError included
             raise usage.UsageError(str(e)) from None
         if self.config.plugins:
@@ -90,13 +98,17 @@ def makeService(options: Options) -> IService:
 
 def build(config: Config, reactor: Any) -> Sequence:
     """Every service of the daemon, started in dependency order."""
-    store = store_for(config.database, reactor)
+    store = store_for(config.database, reactor, config.db_pool_size, config.db_password)
     hub = Hub(reactor)
+    bus: Bus = LocalBus(hub)
+    if isinstance(store, PostgresStore):
+        bus = PostgresBus(store, hub, reactor)
     in_thread = partial(deferToThreadPool, reactor, reactor.getThreadPool())
-    chat = Chat(store, hub, reactor, in_thread)
+    chat = Chat(store, hub, reactor, in_thread, bus)
     root = Sequence()
     Lifecycle("store", store.open, store.close).setServiceParent(root)
     Lifecycle("hub", lambda: None, hub.stop).setServiceParent(root)
+    Lifecycle("bus", bus.start, bus.stop).setServiceParent(root)
     web = WebService(serverFromString(reactor, config.listen), chat, store, hub, reactor)
     web.setName("web")
     web.setServiceParent(root)
@@ -106,7 +118,8 @@ def build(config: Config, reactor: Any) -> Sequence:
 
 def _abort(failure: Failure, reactor: Any) -> None:
     """A service could not start: say why, stop, and exit non-zero."""
-    log.failure("tmd could not start", failure)
+    if not failure.check(ApiError):  # an expected failure (no database, say) needs no traceback
+        log.failure("tmd could not start", failure)
     log.critical("tmd could not start: {error}", error=failure.getErrorMessage())
 
     def exit_failed() -> None:

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tmd.chat import Chat
-from tmd.errors import ApiError, BadRequest, NotFound
+from tmd.errors import ApiError, BadRequest, NotFound, Unavailable
 from tmd.hub import Hub
 from tmd.model import Event, Message, Room
 from tmd.wire import decode_object, encode, error_frame, message_frame, participant_json
@@ -36,6 +36,7 @@ MAX_REF = 200
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_SERVER_ERROR = 1011
+CLOSE_TRY_AGAIN = 1013
 CLOSE_GONE = 4404
 
 
@@ -100,6 +101,9 @@ class LiveProtocol(WebSocketServerProtocol):
         close with 1011 so that the client reconnects and resumes from its last seq.
         """
         def failed(failure: Failure) -> None:
+            if failure.check(Unavailable):  # stay connected: the Bus resyncs us when it is back
+                self._log.info("{what}: the database is unavailable", what=what)
+                return
             self._log.failure("{what} failed", failure, what=what)
             if self._can_send():
                 self.close(CLOSE_SERVER_ERROR, "The server could not serve you: reconnect.")
@@ -108,7 +112,12 @@ class LiveProtocol(WebSocketServerProtocol):
 
     def _refuse(self, error: ApiError) -> None:
         self.sendMessage(error_frame(error, None))
-        self.close(CLOSE_GONE if isinstance(error, NotFound) else CLOSE_POLICY, error.message)
+        code = CLOSE_POLICY
+        if isinstance(error, NotFound):
+            code = CLOSE_GONE
+        elif isinstance(error, Unavailable):
+            code = CLOSE_TRY_AGAIN
+        self.close(code, error.message)
 
     def close(self, code: int, reason: str) -> None:
         """
@@ -124,14 +133,17 @@ class LiveProtocol(WebSocketServerProtocol):
         """Send from the store what came after the last seq sent, then what waited."""
         assert self._room is not None
         self._catching_up = True
-        while self._can_send():
-            messages, last_seq = await self.factory.chat.messages(self._room, self._last_seq, PAGE)
-            for message in messages:
-                self._send_message(message)
-            if len(messages) < PAGE:
-                self._last_seq = max(self._last_seq, last_seq)
-                break
-        self._catching_up = False
+        try:
+            while self._can_send():
+                messages, last_seq = await self.factory.chat.messages(
+                    self._room, self._last_seq, PAGE)
+                for message in messages:
+                    self._send_message(message)
+                if len(messages) < PAGE:
+                    self._last_seq = max(self._last_seq, last_seq)
+                    break
+        finally:
+            self._catching_up = False  # on failure too: the next event or resync tries again
         pending, self._pending = self._pending, []
         for event in pending:
             self.deliver(event)
@@ -143,6 +155,10 @@ class LiveProtocol(WebSocketServerProtocol):
 
     def deliver(self, event: Event) -> None:
         """A Hub event: send it in order, at most once, or catch up first."""
+        if event.last_seq is not None:
+            if not self._catching_up and event.last_seq > self._last_seq:
+                self._run(self._catch_up(), "catching up")
+            return
         if self._catching_up:
             self._pending.append(event)
             return

@@ -1,0 +1,304 @@
+"""
+The Bus: how a room's events reach the subscribers of every daemon.
+
+With SQLite there is one daemon, and L{LocalBus} hands events straight to the Hub.
+With PostgreSQL, L{PostgresBus} LISTENs on the database's channel: a post's
+NOTIFY comes from the post's own statement (see L{tmd.store.postgres}), so other
+daemons hear of a message only once it is committed. Each daemon publishes its
+own posts at once and ignores its own notices.
+
+Notices are small JSON objects: C{o} (the origin daemon), C{k} (the kind) and
+what the kind needs. A message notice carries the whole message when it fits in
+PostgreSQL's 8000-byte payload, otherwise just its seq, and the row is fetched.
+Presence travels as each daemon's own counts per room; every daemon adds them up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tmd.errors import Unavailable
+from tmd.hub import Hub
+from tmd.model import Event, Message, NewMessage, Room
+from tmd.wire import message_frame
+
+if TYPE_CHECKING:
+    from txpostgres.txpostgres import Connection
+
+    from tmd.store.postgres import PostgresStore
+
+NOTIFY_LIMIT = 7999
+"""PostgreSQL's largest NOTIFY payload, in bytes."""
+
+HOLD = 0.5
+"""Seconds a message that came before its predecessor waits for it before going out anyway."""
+
+PRESENCE_REFRESH = 20.0
+"""Seconds between each daemon's reminders of its presence counts."""
+
+PRESENCE_EXPIRY = 3 * PRESENCE_REFRESH
+"""Seconds after which the counts of a daemon that went silent are dropped."""
+
+
+class Bus(Protocol):
+    def publish(self, event: Event) -> None: ...
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> Any: ...
+
+
+class LocalBus:
+    """One daemon alone: every event goes to the local Hub at once."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.publish = hub.publish
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def _dump(notice: dict[str, Any]) -> str:
+    return json.dumps(notice, ensure_ascii=False, separators=(",", ":"))
+
+
+def message_notice(origin: str, room: Room, new: NewMessage) -> tuple[str, str]:
+    """
+    The notice of C{new}, split around its seq, which the database fills in:
+    the post's statement sends C{head || seq || tail}.
+    """
+    head = _dump({"o": origin, "k": "m", "r": room.id, "n": room.name})[:-1] + ',"s":'
+    tail = ',"m":' + _dump({
+        "kind": new.kind, "author": new.author, "body": new.body,
+        "created_at": new.created_at, "source": new.source,
+    }) + "}"
+    if len(head.encode()) + 20 + len(tail.encode()) > NOTIFY_LIMIT:
+        tail = "}"  # too big to carry: receivers fetch the row by its seq
+    return head, tail
+
+
+class Orderer:
+    """
+    Gives the Hub each room's messages in seq order, at most once.
+
+    Daemons commit a room's posts in seq order, but their messages arrive here by
+    different paths (our own posts at once, others' through NOTIFY). One that comes
+    before its predecessor waits up to L{HOLD} seconds for it; if it is still
+    missing, the rest go out and subscribers fetch the gap from the store.
+    """
+
+    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+        self._hub = hub
+        self._clock = clock
+        self._last: dict[int, int] = {}
+        self._held: dict[int, dict[int, Event]] = {}
+        self._timers: dict[int, IDelayedCall] = {}
+
+    def publish(self, event: Event) -> None:
+        seq, room = event.seq, event.room_id
+        if seq is None:
+            self._hub.publish(event)
+            return
+        if not self._hub.local_online(room):
+            self._forget(room)
+            return
+        last = self._last.get(room)
+        if last is not None and seq <= last:
+            return
+        if last is None or seq == last + 1:
+            self._release(event)
+            self._flush(room)
+        else:
+            self._held.setdefault(room, {})[seq] = event
+            if room not in self._timers:
+                self._timers[room] = self._clock.callLater(HOLD, self._give_up, room)
+
+    def sync(self, room: int, last_seq: int) -> None:
+        """The room's last seq, read after notices were lost: subscribers behind catch up."""
+        self._give_up(room)
+        self._last[room] = max(self._last.get(room, 0), last_seq)
+        self._hub.publish(Event(room_id=room, frame=b"", last_seq=last_seq))
+
+    def _release(self, event: Event) -> None:
+        assert event.seq is not None
+        self._last[event.room_id] = event.seq
+        self._hub.publish(event)
+
+    def _flush(self, room: int) -> None:
+        held = self._held.get(room)
+        while held and self._last[room] + 1 in held:
+            self._release(held.pop(self._last[room] + 1))
+        if not held:
+            self._held.pop(room, None)
+            timer = self._timers.pop(room, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    def _give_up(self, room: int) -> None:
+        timer = self._timers.pop(room, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        held = self._held.pop(room, {})
+        for seq in sorted(held):
+            self._release(held[seq])
+
+    def _forget(self, room: int) -> None:
+        self._last.pop(room, None)
+        self._held.pop(room, None)
+        timer = self._timers.pop(room, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def stop(self) -> None:
+        for room in list(self._timers):
+            self._forget(room)
+
+
+class PostgresBus:
+    """Fan-out between the daemons that share one PostgreSQL database."""
+
+    log = Logger()
+
+    def __init__(self, store: PostgresStore, hub: Hub, clock: IReactorTime) -> None:
+        self._store = store
+        self._hub = hub
+        self._clock = clock
+        self._origin = store.origin
+        self._order = Orderer(hub, clock)
+        self._link = store.link(self._listen)
+        self._listened = False
+        self._refresh = LoopingCall(self._send_presence)
+        self._refresh.clock = clock
+        self._refresh_soon: IDelayedCall | None = None
+        self._kinds: dict[str, Callable[[dict[str, Any]], object]] = {
+            "m": self._message, "p": self._presence, "hello": self._hello, "bye": self._bye,
+        }
+        hub.on_local_presence = self._local_presence
+
+    def publish(self, event: Event) -> None:
+        self._order.publish(event)
+
+    async def start(self) -> None:
+        await self._link.start()
+        self._refresh.start(PRESENCE_REFRESH, now=False)
+
+    async def stop(self) -> None:
+        if self._refresh.running:
+            self._refresh.stop()
+        if self._refresh_soon is not None and self._refresh_soon.active():
+            self._refresh_soon.cancel()
+        self._order.stop()
+        try:
+            await self._send({"k": "bye"})
+        except Unavailable:
+            pass
+        self._link.stop()
+
+    async def _listen(self, connection: Connection) -> None:
+        """On each new connection: LISTEN, say hello, and catch up on what was missed."""
+        connection.addNotifyObserver(self._notified)
+        channel = self._store.channel.replace('"', '""')
+        await connection.runOperation(f'LISTEN "{channel}"')
+        await connection.runQuery("SELECT pg_notify(%s, %s)", (
+            self._store.channel, _dump({"o": self._origin, "k": "hello"})))
+        if self._listened:  # notices may have been lost while we were away
+            self._clock.callLater(0, self._after_reconnect)
+        self._listened = True
+
+    def _after_reconnect(self) -> None:
+        self._send_presence()
+        Deferred.fromCoroutine(self._resync()).addErrback(self._failed, "resync")
+
+    async def _resync(self) -> None:
+        rooms = self._hub.rooms()
+        if rooms:
+            for room, last_seq in (await self._store.last_seqs(rooms)).items():
+                self._order.sync(room, last_seq)
+
+    def _notified(self, notify: Any) -> None:
+        try:
+            notice = json.loads(notify.payload)
+            if notice["o"] == self._origin:
+                return
+            handler = self._kinds.get(notice["k"])
+        except (ValueError, KeyError, TypeError):
+            self.log.warn("ignoring a malformed notice on {channel}", channel=notify.channel)
+            return
+        if handler is None:
+            return  # a newer daemon's kind
+        try:
+            handler(notice)
+        except Exception:
+            self.log.failure("handling a {kind!r} notice failed", kind=notice["k"])
+
+    def _message(self, notice: dict[str, Any]) -> None:
+        room = notice["r"]
+        if not self._hub.local_online(room):
+            return
+        if "m" in notice:
+            message = Message(seq=notice["s"], room=notice["n"], **notice["m"])
+            self._order.publish(Event(room_id=room, frame=message_frame(message),
+                                      message=message))
+        else:
+            self._fetch(room, notice["s"])
+
+    def _fetch(self, room: int, seq: int) -> None:
+        def fetched(message: Message | None) -> None:
+            if message is not None:
+                self._order.publish(Event(room_id=room, frame=message_frame(message),
+                                          message=message))
+
+        self._store.message(room, seq).addCallbacks(fetched, self._failed,
+                                                    errbackArgs=("fetching a message",))
+
+    def _presence(self, notice: dict[str, Any]) -> None:
+        counts = {int(room): int(count) for room, count in notice["c"].items()}
+        self._hub.remote_presence(notice["o"], counts, complete=bool(notice.get("all")))
+
+    def _hello(self, notice: dict[str, Any]) -> None:
+        """A daemon (re)joined: tell it our counts, soon and once for a burst of hellos."""
+        if self._refresh_soon is None or not self._refresh_soon.active():
+            self._refresh_soon = self._clock.callLater(0, self._send_presence)
+
+    def _bye(self, notice: dict[str, Any]) -> None:
+        self._hub.forget(notice["o"])
+
+    def _local_presence(self, room: int, count: int) -> None:
+        self._sending({"k": "p", "c": {str(room): count}})
+
+    def _send_presence(self) -> None:
+        """All our counts (a reminder that we are alive), in notices that fit; drop the silent."""
+        self._hub.expire(PRESENCE_EXPIRY)
+        notice: dict[str, Any] = {"k": "p", "c": {}, "all": True}
+        for room in self._hub.rooms():
+            notice["c"][str(room)] = self._hub.local_online(room)
+            if len(notice["c"]) == 400:  # about 6 KB
+                self._sending(notice)
+                notice = {"k": "p", "c": {}}
+        if notice["c"] or notice.get("all"):
+            self._sending(notice)
+
+    def _sending(self, notice: dict[str, Any]) -> None:
+        Deferred.fromCoroutine(self._send(notice)).addErrback(self._failed, "sending a notice")
+
+    async def _send(self, notice: dict[str, Any]) -> None:
+        payload = _dump({"o": self._origin, **notice})
+        await self._link.run(lambda c: c.runQuery(
+            "SELECT pg_notify(%s, %s)", (self._store.channel, payload)))
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        if failure.check(Unavailable):
+            self.log.debug("{what}: the database is unavailable", what=what)
+        else:
+            self.log.failure("{what} failed", failure, what=what)

@@ -1,0 +1,482 @@
+"""
+The PostgreSQL engine, for production: several daemons share one database.
+
+It talks to PostgreSQL through txpostgres (psycopg2's asynchronous mode), so no
+query ever blocks the reactor and no thread is needed. Each write is a single
+statement, so each is its own transaction in one round trip. A post takes the
+room's row lock to allocate its seq: concurrent posters on every daemon are
+serialised on that row until commit, so seqs are gap-free, unique and committed
+in order. The post's NOTIFY is sent by the same statement, so PostgreSQL
+delivers it to every listening daemon after the commit, and only then.
+
+Every connection is a L{Link} that notices when it is lost and reconnects by
+itself with capped, jittered back-off. While none is up, calls fail at once with
+L{Unavailable} (a 503) instead of waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg2
+import psycopg2.errors
+from psycopg2.extensions import parse_dsn
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    FirstError,
+    TimeoutError,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txpostgres.txpostgres import Connection, Cursor
+from zope.interface import implementer
+
+from tmd import bus, tokens
+from tmd.errors import NameTaken, NotFound, Unavailable
+from tmd.model import Message, NewMessage, NewRoom, Participant, Room, nickname_key
+from tmd.store.interface import IStore
+from tmd.store.migrations import Migration, migrations
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds a connection attempt may take (libpq ignores connect_timeout in async mode)."""
+
+QUERY_TIMEOUT = 10.0
+"""Seconds a call may take before its connection is dropped and the call fails with a 503."""
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds that closing the store waits for running calls."""
+
+BACKOFF = (0.25, 10.0)
+"""The first and the largest delay, in seconds, between attempts to reconnect."""
+
+RETRY_AFTER = 2
+"""What a 503 tells clients (C{Retry-After}, seconds) while the database is away."""
+
+_ROOM_COLUMNS = (
+    "id, name, title, state, created_at, expires_at, max_length, password_hash,"
+    " owner_token_hash, hashtags, last_seq"
+)
+
+_POST = """
+WITH next AS (
+    UPDATE rooms SET last_seq = last_seq + 1 WHERE id = %(room_id)s RETURNING id, last_seq
+), inserted AS (
+    INSERT INTO messages (room_id, seq, kind, author, participant_id, body, created_at, source)
+    SELECT id, last_seq, %(kind)s, %(author)s, %(participant_id)s, %(body)s, %(created_at)s,
+           %(source)s::jsonb
+    FROM next RETURNING seq
+)
+SELECT seq, pg_notify(%(channel)s, %(head)s || seq || %(tail)s) FROM inserted
+"""
+
+_MESSAGES = """
+SELECT r.last_seq, m.seq, m.kind, m.author, m.body, m.created_at, m.source
+FROM rooms r LEFT JOIN LATERAL (
+    SELECT seq, kind, author, body, created_at, source FROM messages
+    WHERE room_id = r.id AND seq > %(after)s AND NOT deleted ORDER BY seq LIMIT %(limit)s
+) m ON true
+WHERE r.id = %(room_id)s ORDER BY m.seq
+"""
+
+_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionDone,
+                      ConnectionLost)
+
+
+def describe(url: str) -> str:
+    """C{url} without its password, for messages: C{user@host:port/db}."""
+    try:
+        dsn = parse_dsn(url)
+    except psycopg2.ProgrammingError:
+        return "(an invalid URL)"
+    user = dsn.get("user", "")
+    return (f"{user + '@' if user else ''}{dsn.get('host', 'localhost')}:{dsn.get('port', 5432)}"
+            f"/{dsn.get('dbname', user)}")
+
+
+def check_url(url: str) -> None:
+    """Raise C{ValueError} saying what is wrong if libpq cannot read C{url}."""
+    try:
+        parse_dsn(url)
+    except psycopg2.ProgrammingError as e:
+        raise ValueError(f"The database URL is not one PostgreSQL understands: {e}".strip()) \
+            from None
+
+
+def backoff(first: float, largest: float) -> Iterator[float]:
+    """Delays between attempts: doubling from C{first} up to C{largest}, each with +-20 % jitter."""
+    delay = first
+    while True:
+        yield delay * random.uniform(0.8, 1.2)
+        delay = min(delay * 2, largest)
+
+
+class _Connection(Connection):
+    """A txpostgres connection that says when it is lost, even while idle."""
+
+    def __init__(self, reactor: Any, lost: Callable[[_Connection], None]) -> None:
+        super().__init__(reactor)
+        self._lost = lost
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._lost(self)
+
+
+class Link:
+    """
+    One connection to PostgreSQL that comes back by itself.
+
+    C{on_up} runs on each new connection before it is used (the Bus LISTENs there);
+    C{run} hands work to the connection, or fails with L{Unavailable} while it is down.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, connect_args: dict[str, Any], where: str,
+                 on_up: Callable[[Connection], Any] = lambda connection: None) -> None:
+        self._reactor = reactor
+        self._connect_args = connect_args
+        self._where = where
+        self._on_up = on_up
+        self.connection: Connection | None = None
+        self.busy = 0
+        self._delays: Iterator[float] | None = None
+        self._retry: IDelayedCall | None = None
+        self._connecting: Connection | None = None
+        self._idle: list[Deferred[None]] = []
+        self._stopped = False
+
+    @property
+    def up(self) -> bool:
+        return self.connection is not None
+
+    async def start(self) -> None:
+        """Connect once; fails with L{Unavailable} if PostgreSQL cannot be reached."""
+        try:
+            await self._connect()
+        except _CONNECTION_ERRORS as e:
+            raise Unavailable(f"Cannot connect to PostgreSQL at {self._where}: "
+                              f"{_first_line(e)}") from None
+
+    async def _connect(self) -> None:
+        connection = self._connecting = _Connection(self._reactor, self._lost)
+        timer = self._reactor.callLater(CONNECT_TIMEOUT, connection.close)
+        try:
+            await connection.connect(**self._connect_args)
+        except ConnectionDone:
+            raise psycopg2.OperationalError(
+                f"no answer within {CONNECT_TIMEOUT:g} seconds") from None
+        finally:
+            self._connecting = None
+            if timer.active():
+                timer.cancel()
+        try:
+            await maybeDeferred(self._on_up, connection)
+        except BaseException:
+            connection.close()
+            raise
+        if self._stopped:
+            connection.close()
+            return
+        self.connection = connection
+
+    def run(self, work: Callable[[Connection], Deferred[T]]) -> Deferred[T]:
+        """C{work(connection)}, failing with L{Unavailable} if the connection is or goes down."""
+        connection = self.connection
+        if connection is None:
+            return _unavailable()
+        self.busy += 1
+        deadline = self._reactor.callLater(QUERY_TIMEOUT, self._timed_out, connection)
+
+        def done(result: T | Failure) -> T | Failure:
+            self.busy -= 1
+            if not self.busy:
+                waiting, self._idle = self._idle, []
+                for d in waiting:
+                    d.callback(None)
+            if deadline.active():
+                deadline.cancel()
+            if isinstance(result, Failure) and result.check(*_CONNECTION_ERRORS):
+                self._lost(connection)
+                return _unavailable_failure()
+            return result
+
+        return work(connection).addBoth(done)
+
+    def _timed_out(self, connection: Connection) -> None:
+        self.log.warn("PostgreSQL at {where} did not answer in {seconds:g} s: reconnecting",
+                      where=self._where, seconds=QUERY_TIMEOUT)
+        self._lost(connection)
+
+    def _lost(self, connection: Any) -> None:
+        if connection is not self.connection or connection is None:
+            return  # an old connection, or one we closed on purpose
+        self.connection = None
+        self.log.warn("lost the connection to PostgreSQL at {where}", where=self._where)
+        if not connection.closed:
+            connection.close()  # fails its pending calls with ConnectionDone
+        self._delays = backoff(*BACKOFF)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._stopped:
+            assert self._delays is not None
+            self._retry = self._reactor.callLater(next(self._delays), self._reconnect)
+
+    def _reconnect(self) -> None:
+        self._retry = None
+
+        def connected(_: object) -> None:
+            if self.connection is not None:
+                self.log.info("reconnected to PostgreSQL at {where}", where=self._where)
+
+        def failed(failure: Failure) -> None:
+            self.log.debug("reconnecting failed: {error}", error=failure.getErrorMessage())
+            self._schedule()
+
+        Deferred.fromCoroutine(self._connect()).addCallbacks(connected, failed)
+
+    def idle(self) -> Deferred[None]:
+        """Fires once no call is running on this link."""
+        if not self.busy:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d
+
+    def stop(self) -> None:
+        """Close the connection and stop reconnecting."""
+        self._stopped = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        for connection in (self._connecting, self.connection):
+            if connection is not None:
+                self.connection = None
+                connection.close()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+
+
+def _unavailable() -> Deferred[Any]:
+    return fail(_unavailable_failure())
+
+
+def _unavailable_failure() -> Failure:
+    return Failure(Unavailable("The database is unavailable: try again in a moment.",
+                               retry_after=RETRY_AFTER))
+
+
+def _deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
+    """Make a coroutine method return a Deferred, as L{IStore} promises."""
+
+    @wraps(f)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        return Deferred.fromCoroutine(f(*args, **kwargs))
+
+    return wrapper
+
+
+def _room(row: Sequence[Any]) -> Room:
+    (id, name, title, state, created_at, expires_at, max_length, password_hash,
+     owner_token_hash, hashtags, last_seq) = row
+    return Room(
+        id=id, name=name, title=title, state=state, created_at=created_at,
+        expires_at=expires_at, max_length=max_length, password_hash=password_hash,
+        owner_token_hash=bytes(owner_token_hash), hashtags=tuple(hashtags), last_seq=last_seq,
+    )
+
+
+def _message(room_name: str, seq: int, kind: str, author: str | None, body: str,
+             created_at: int, source: dict[str, Any] | None) -> Message:
+    return Message(seq=seq, room=room_name, kind=kind, author=author, body=body,
+                   created_at=created_at, source=source)
+
+
+@implementer(IStore)
+class PostgresStore:
+    """
+    L{IStore} on PostgreSQL, through a pool of L{Link}s.
+
+    C{origin} names this daemon on the Bus; C{channel} is the NOTIFY channel of the
+    database schema in use (known once open).
+    """
+
+    log = Logger()
+
+    def __init__(self, url: str, reactor: Any, pool_size: int = 4,
+                 password: str | None = None) -> None:
+        self._reactor = reactor
+        self.where = describe(url)
+        self.connect_args: dict[str, Any] = {
+            "dsn": url, "application_name": "tmd",
+            # Notice a dead peer (a cable pulled) within about 20 s, even while idle.
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
+            "keepalives_count": 3,
+        }
+        if password is not None:
+            self.connect_args["password"] = password
+        self._links = [Link(reactor, self.connect_args, self.where) for _ in range(pool_size)]
+        self.origin = tokens.new_id()
+        self.channel = "tmd"
+
+    def link(self, on_up: Callable[[Connection], Any]) -> Link:
+        """A connection of its own to the same database (the Bus listens on one)."""
+        return Link(self._reactor, self.connect_args, self.where, on_up)
+
+    @_deferred
+    async def open(self) -> None:
+        try:
+            await gatherResults([Deferred.fromCoroutine(link.start()) for link in self._links],
+                                consumeErrors=True)
+        except FirstError as e:
+            for link in self._links:
+                link.stop()
+            e.subFailure.raiseException()
+        found = await deferToThread(migrations, "postgresql")
+        schema = await self._run(lambda c: c.runInteraction(self._migrate, found))
+        self.channel = f"tmd.{schema}"[:63]
+
+    def _migrate(self, cursor: Cursor, found: list[Migration]) -> Deferred[str]:
+        async def migrate() -> str:
+            # One daemon migrates at a time; the others wait here, then find nothing to do.
+            await cursor.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+            await cursor.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            await cursor.execute(
+                "SELECT coalesce(max(version), 0), current_schema() FROM schema_version")
+            current, schema = cursor.fetchone()
+            for migration in found:
+                if migration.version > current:
+                    self.log.info("applying migration {version} {name}",
+                                  version=migration.version, name=migration.name)
+                    await cursor.execute(migration.sql)
+                    await cursor.execute("INSERT INTO schema_version VALUES (%s)",
+                                         (migration.version,))
+            return str(schema)
+
+        return Deferred.fromCoroutine(migrate())
+
+    def _run(self, work: Callable[[Connection], Deferred[T]]) -> Deferred[T]:
+        """C{work} on the least busy connection that is up; L{Unavailable} if none is."""
+        up = [link for link in self._links if link.up]
+        if not up:
+            return _unavailable()
+        return min(up, key=lambda link: link.busy).run(work)
+
+    def _query(self, sql: str, params: Any = None) -> Deferred[list[tuple[Any, ...]]]:
+        return self._run(lambda c: c.runQuery(sql, params))
+
+    def _execute(self, sql: str, params: Any = None) -> Deferred[None]:
+        return self._run(lambda c: c.runOperation(sql, params))
+
+    @_deferred
+    async def close(self) -> None:
+        """Let running calls finish (for a few seconds at most), then disconnect."""
+        idle = DeferredList([link.idle() for link in self._links])
+        try:
+            await idle.addTimeout(CLOSE_TIMEOUT, self._reactor)
+        except TimeoutError:
+            self.log.warn("closing the database with calls still running")
+        for link in self._links:
+            link.stop()
+
+    def check(self) -> Deferred[None]:
+        return self._query("SELECT 1").addCallback(lambda _: None)
+
+    @_deferred
+    async def create_room(self, new: NewRoom) -> Room:
+        try:
+            [row] = await self._query(
+                "INSERT INTO rooms (name, title, created_at, expires_at, max_length,"
+                " password_hash, hashtags, owner_token_hash)"
+                f" VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s) RETURNING {_ROOM_COLUMNS}",
+                (new.name, new.title, new.created_at, new.expires_at, new.max_length,
+                 new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash))
+        except psycopg2.errors.UniqueViolation as e:
+            if e.diag.constraint_name != "rooms_name_key":
+                raise
+            raise NameTaken(f"The room name '{new.name}' is taken.") from None
+        return _room(row)
+
+    @_deferred
+    async def room(self, name: str) -> Room | None:
+        rows = await self._query(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE name = %s", (name,))
+        return _room(rows[0]) if rows else None
+
+    @_deferred
+    async def add_participant(self, room_id: int, participant_id: str, nickname: str,
+                              token_hash: bytes, now_ms: int) -> Participant:
+        try:
+            await self._execute(
+                "INSERT INTO participants (id, room_id, nickname, nickname_key, token_hash,"
+                " created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (participant_id, room_id, nickname, nickname_key(nickname), token_hash, now_ms))
+        except psycopg2.errors.UniqueViolation as e:
+            if e.diag.constraint_name != "participants_nickname_key":
+                raise
+            raise NameTaken(f"The nickname '{nickname}' is taken in this room.") from None
+        return Participant(id=participant_id, room_id=room_id, nickname=nickname, muted=False)
+
+    @_deferred
+    async def participant(self, room_id: int, token_hash: bytes) -> Participant | None:
+        rows = await self._query(
+            "SELECT id, nickname, muted FROM participants WHERE token_hash = %s AND room_id = %s",
+            (token_hash, room_id))
+        if not rows:
+            return None
+        [(id, nickname, muted)] = rows
+        return Participant(id=id, room_id=room_id, nickname=nickname, muted=muted)
+
+    @_deferred
+    async def post(self, room: Room, new: NewMessage) -> Message:
+        head, tail = bus.message_notice(self.origin, room, new)
+        rows = await self._query(_POST, {
+            "room_id": room.id, "kind": new.kind, "author": new.author,
+            "participant_id": new.participant_id, "body": new.body, "created_at": new.created_at,
+            "source": json.dumps(new.source) if new.source is not None else None,
+            "channel": self.channel, "head": head, "tail": tail,
+        })
+        if not rows:
+            raise NotFound(f"There is no room '{room.name}'.")
+        return Message(seq=rows[0][0], room=room.name, kind=new.kind, author=new.author,
+                       body=new.body, created_at=new.created_at, source=new.source)
+
+    @_deferred
+    async def messages(self, room: Room, after: int, limit: int) -> tuple[list[Message], int]:
+        rows = await self._query(_MESSAGES, {"room_id": room.id, "after": after, "limit": limit})
+        if not rows:
+            raise NotFound(f"There is no room '{room.name}'.")
+        found = [_message(room.name, *row[1:]) for row in rows if row[1] is not None]
+        return found, rows[0][0]
+
+    @_deferred
+    async def message(self, room_id: int, seq: int) -> Message | None:
+        rows = await self._query(
+            "SELECT r.name, m.seq, m.kind, m.author, m.body, m.created_at, m.source"
+            " FROM messages m JOIN rooms r ON r.id = m.room_id"
+            " WHERE m.room_id = %s AND m.seq = %s AND NOT m.deleted", (room_id, seq))
+        return _message(*rows[0]) if rows else None
+
+    @_deferred
+    async def last_seqs(self, room_ids: Sequence[int]) -> dict[int, int]:
+        """The last seq of each of C{room_ids} that still exists."""
+        rows = await self._query("SELECT id, last_seq FROM rooms WHERE id = ANY(%s)",
+                                 (list(room_ids),))
+        return dict(rows)
