@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -105,6 +105,20 @@ def open_store(test_case: SynchronousTestCase, path: str | None = None,
     test_case.successResultOf(store.open())
     test_case.addCleanup(lambda: test_case.successResultOf(store.close()))
     return store
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """
+    Wait, on the real reactor, until C{predicate()} is true: for what only real I/O
+    makes happen (a server dropping a connection, say). Fails after C{timeout} seconds.
+    """
+    from twisted.internet import reactor
+
+    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+    while not predicate():
+        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+            raise AssertionError(f"still not true after {timeout} s: {predicate}")
+        await deferLater(reactor, 0.01)  # type: ignore[arg-type]
 
 
 def resolve(test_case: SynchronousTestCase, awaitable: Awaitable[T]) -> T:

@@ -1,9 +1,10 @@
 """
-Tests for the store: the L{IStore} contract, and what is particular to SQLite.
+Tests for the store: the L{IStore} contract, and what is particular to each engine.
 
 L{StoreContractMixin} holds what every engine must do; an engine's test case
 mixes it in and says how to make a store (and how to delete a room behind the
-store's back). L{SQLiteStoreTests} runs it on SQLite.
+store's back). L{SQLiteStoreTests} runs it on SQLite, L{PostgresStoreTests} on
+the real PostgreSQL named by C{TMD_TEST_POSTGRES}.
 """
 
 from __future__ import annotations
@@ -13,21 +14,25 @@ import sqlite3
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.helpers import (
     ImmediatePool,
     ImmediateReactor,
     database_path,
+    eventually,
     open_store,
-    reject,
     resolve,
 )
-from tmd.errors import NameTaken, NotFound
+from tests.postgres import execute, fresh_schema, terminate
+from tmd.errors import NameTaken, NotFound, Unavailable
 from tmd.model import NewMessage, NewRoom, Room
 from tmd.store import IStore
 from tmd.store.migrations import migrations
+from tmd.store.postgres import PostgresStore
 from tmd.store.sqlite import SQLiteStore
 
 NOW = 1_764_000_000_000
@@ -49,15 +54,15 @@ def chat(body: str, author: str = "ada", created_at: int = NOW) -> NewMessage:
 
 
 if TYPE_CHECKING:
-    _TestCase = SynchronousTestCase
+    _TestCase = TestCase
 else:
     _TestCase = object
 
 
 class StoreContractMixin(_TestCase):
-    """What every L{IStore} engine does; mixed into a L{SynchronousTestCase}."""
+    """What every L{IStore} engine does; mixed into a trial L{TestCase}."""
 
-    def make_store(self) -> Any:
+    async def make_store(self) -> Any:
         """An open store on an empty database, closed at the end of the test."""
         raise NotImplementedError
 
@@ -65,26 +70,26 @@ class StoreContractMixin(_TestCase):
         """Delete C{room}'s row with another connection, as another process would."""
         raise NotImplementedError
 
-    def setUp(self) -> None:
-        self.store = self.make_store()
+    async def setUp(self) -> None:
+        self.store = await self.make_store()
 
-    def create(self, name: str = "physics-101", **changes: Any) -> Room:
-        return resolve(self, self.store.create_room(new_room(name, **changes)))
+    async def create(self, name: str = "physics-101", **changes: Any) -> Room:
+        return await self.store.create_room(new_room(name, **changes))
 
-    def post(self, room: Room, body: str, **kw: Any) -> Any:
-        return resolve(self, self.store.post(room, chat(body, **kw)))
+    async def post(self, room: Room, body: str, **kw: Any) -> Any:
+        return await self.store.post(room, chat(body, **kw))
 
-    def test_provides_interface(self) -> None:
+    async def test_provides_interface(self) -> None:
         """The store provides L{IStore}."""
         self.assertTrue(verifyObject(IStore, self.store))
 
-    def test_check(self) -> None:
+    async def test_check(self) -> None:
         """C{check()} succeeds on an open store."""
-        self.assertIsNone(resolve(self, self.store.check()))
+        self.assertIsNone(await self.store.check())
 
-    def test_create_room(self) -> None:
+    async def test_create_room(self) -> None:
         """C{create_room} returns the stored L{Room}: the fields given, open, no messages yet."""
-        room = self.create(password_hash="scrypt$x", hashtags=("#a", "#b"))
+        room = await self.create(password_hash="scrypt$x", hashtags=("#a", "#b"))
         self.assertIsInstance(room.id, int)
         self.assertEqual(
             (room.name, room.title, room.state, room.created_at, room.expires_at,
@@ -93,148 +98,156 @@ class StoreContractMixin(_TestCase):
              ("#a", "#b"), 0))
         self.assertEqual(room.owner_token_hash, hashlib.sha256(b"physics-101").digest())
 
-    def test_room(self) -> None:
+    async def test_room(self) -> None:
         """C{room(name)} reads back the room that was created."""
-        created = self.create()
-        self.assertEqual(resolve(self, self.store.room("physics-101")), created)
+        created = await self.create()
+        self.assertEqual(await self.store.room("physics-101"), created)
 
-    def test_room_unknown(self) -> None:
+    async def test_room_unknown(self) -> None:
         """C{room(name)} gives None for a name no room has."""
-        self.create()
-        self.assertIsNone(resolve(self, self.store.room("chemistry")))
+        await self.create()
+        self.assertIsNone(await self.store.room("chemistry"))
 
-    def test_name_taken(self) -> None:
+    async def test_name_taken(self) -> None:
         """A second room with a name already in use fails with L{NameTaken}."""
-        self.create()
-        failure = reject(self, self.store.create_room(new_room(title="Other")), NameTaken)
-        self.assertIn("physics-101", str(failure.value))
+        await self.create()
+        error = await self.assertFailure(self.store.create_room(new_room(title="Other")), NameTaken)
+        self.assertIn("physics-101", str(error))
 
-    def test_room_id_not_reused(self) -> None:
+    async def test_room_id_not_reused(self) -> None:
         """A room re-created after its row was deleted gets a new id, even with the same name."""
-        first = self.create()
+        first = await self.create()
         self.delete_room_behind_back(first)
-        second = self.create()
+        second = await self.create()
         self.assertGreater(second.id, first.id)
         self.assertEqual(second.last_seq, 0)
 
-    def test_add_participant(self) -> None:
+    async def test_add_participant(self) -> None:
         """C{add_participant} returns the participant, not muted, and C{participant} finds it."""
-        room = self.create()
-        added = resolve(self, self.store.add_participant(room.id, "p1", "Ada", b"h" * 32, NOW))
+        room = await self.create()
+        added = await self.store.add_participant(room.id, "p1", "Ada", b"h" * 32, NOW)
         self.assertEqual((added.id, added.room_id, added.nickname, added.muted),
                       ("p1", room.id, "Ada", False))
-        self.assertEqual(resolve(self, self.store.participant(room.id, b"h" * 32)), added)
+        self.assertEqual(await self.store.participant(room.id, b"h" * 32), added)
 
-    def test_nickname_taken_ignoring_case(self) -> None:
+    async def test_nickname_taken_ignoring_case(self) -> None:
         """A nickname differing only in case from one in the room fails with L{NameTaken}."""
-        room = self.create()
-        resolve(self, self.store.add_participant(room.id, "p1", "Ada", b"1" * 32, NOW))
-        reject(self, self.store.add_participant(room.id, "p2", "aDA", b"2" * 32, NOW), NameTaken)
-        self.assertIsNone(resolve(self, self.store.participant(room.id, b"2" * 32)))
+        room = await self.create()
+        await self.store.add_participant(room.id, "p1", "Ada", b"1" * 32, NOW)
+        await self.assertFailure(
+            self.store.add_participant(room.id, "p2", "aDA", b"2" * 32, NOW), NameTaken)
+        self.assertIsNone(await self.store.participant(room.id, b"2" * 32))
 
-    def test_nickname_case_fold(self) -> None:
+    async def test_nickname_case_fold(self) -> None:
         """Nicknames compare case-folded: 'STRASSE' is taken once 'Straße' is."""
-        room = self.create()
-        resolve(self, self.store.add_participant(room.id, "p1", "Straße", b"1" * 32, NOW))
+        room = await self.create()
+        await self.store.add_participant(room.id, "p1", "Straße", b"1" * 32, NOW)
         taken = self.store.add_participant(room.id, "p2", "STRASSE", b"2" * 32, NOW)
-        reject(self, taken, NameTaken)
+        await self.assertFailure(taken, NameTaken)
 
-    def test_nickname_in_other_room(self) -> None:
+    async def test_nickname_in_other_room(self) -> None:
         """The same nickname can be used in two different rooms."""
-        one, two = self.create("one"), self.create("two")
-        resolve(self, self.store.add_participant(one.id, "p1", "ada", b"1" * 32, NOW))
-        added = resolve(self, self.store.add_participant(two.id, "p2", "ada", b"2" * 32, NOW))
+        one, two = await self.create("one"), await self.create("two")
+        await self.store.add_participant(one.id, "p1", "ada", b"1" * 32, NOW)
+        added = await self.store.add_participant(two.id, "p2", "ada", b"2" * 32, NOW)
         self.assertEqual((added.room_id, added.nickname), (two.id, "ada"))
 
-    def test_participant_other_room(self) -> None:
+    async def test_participant_other_room(self) -> None:
         """C{participant} finds a token only in the room it was issued for."""
-        one, two = self.create("one"), self.create("two")
-        resolve(self, self.store.add_participant(one.id, "p1", "ada", b"1" * 32, NOW))
-        self.assertIsNone(resolve(self, self.store.participant(two.id, b"1" * 32)))
-        self.assertIsNone(resolve(self, self.store.participant(one.id, b"9" * 32)))
+        one, two = await self.create("one"), await self.create("two")
+        await self.store.add_participant(one.id, "p1", "ada", b"1" * 32, NOW)
+        self.assertIsNone(await self.store.participant(two.id, b"1" * 32))
+        self.assertIsNone(await self.store.participant(one.id, b"9" * 32))
 
-    def test_post_seq(self) -> None:
+    async def test_post_seq(self) -> None:
         """Posts get seq 1, 2, 3 in order, and the room's last_seq follows."""
-        room = self.create()
-        messages = [self.post(room, f"m{i}") for i in range(3)]
+        room = await self.create()
+        messages = [await self.post(room, f"m{i}") for i in range(3)]
         self.assertEqual([m.seq for m in messages], [1, 2, 3])
-        self.assertEqual(resolve(self, self.store.room("physics-101")).last_seq, 3)
+        self.assertEqual((await self.store.room("physics-101")).last_seq, 3)
 
-    def test_post_message(self) -> None:
+    async def test_post_message(self) -> None:
         """C{post} returns the committed message with the room's name and what was posted."""
-        room = self.create()
-        message = self.post(room, "Is light a wave?", author="ada", created_at=NOW + 5)
+        room = await self.create()
+        message = await self.post(room, "Is light a wave?", author="ada", created_at=NOW + 5)
         self.assertEqual(
             (message.seq, message.room, message.kind, message.author, message.body,
              message.created_at, message.source),
             (1, "physics-101", "chat", "ada", "Is light a wave?", NOW + 5, None))
 
-    def test_post_seq_per_room(self) -> None:
+    async def test_post_seq_per_room(self) -> None:
         """Each room counts its own seq: posts in one room leave no gaps in the other."""
-        one, two = self.create("one"), self.create("two")
-        seqs = [self.post(one, "a").seq, self.post(two, "b").seq, self.post(one, "c").seq,
-                self.post(two, "d").seq, self.post(two, "e").seq]
+        one, two = await self.create("one"), await self.create("two")
+        seqs = [(await self.post(room, body)).seq
+                for room, body in [(one, "a"), (two, "b"), (one, "c"), (two, "d"), (two, "e")]]
         self.assertEqual(seqs, [1, 1, 2, 2, 3])
 
-    def test_failed_post_uses_no_seq(self) -> None:
+    async def test_failed_post_uses_no_seq(self) -> None:
         """A post that fails inside its transaction uses up no seq: the next one fills it."""
-        room = self.create()
-        self.post(room, "first")
-        reject(self, self.store.post(room, NewMessage(
-            kind="no-such-kind", author="ada", participant_id=None, body="x", created_at=NOW)))
-        self.assertEqual(self.post(room, "second").seq, 2)
-        messages, last_seq = resolve(self, self.store.messages(room, 0, 10))
+        room = await self.create()
+        await self.post(room, "first")
+        await self.assertFailure(self.store.post(room, NewMessage(
+            kind="no-such-kind", author="ada", participant_id=None, body="x", created_at=NOW)),
+            Exception)
+        self.assertEqual((await self.post(room, "second")).seq, 2)
+        messages, last_seq = await self.store.messages(room, 0, 10)
         self.assertEqual(([m.seq for m in messages], last_seq), ([1, 2], 2))
 
-    def test_post_room_gone(self) -> None:
+    async def test_post_room_gone(self) -> None:
         """Posting to a room whose row has been deleted fails with L{NotFound}."""
-        room = self.create()
+        room = await self.create()
         self.delete_room_behind_back(room)
-        reject(self, self.store.post(room, chat("hello")), NotFound)
+        await self.assertFailure(self.store.post(room, chat("hello")), NotFound)
 
-    def test_messages(self) -> None:
+    async def test_messages_room_gone(self) -> None:
+        """Reading messages of a room whose row has been deleted fails with L{NotFound}."""
+        room = await self.create()
+        self.delete_room_behind_back(room)
+        await self.assertFailure(self.store.messages(room, 0, 10), NotFound)
+
+    async def test_messages(self) -> None:
         """C{messages} gives the messages after a seq, ascending, with the room's last seq."""
-        room = self.create()
+        room = await self.create()
         for i in range(1, 6):
-            self.post(room, f"m{i}")
-        messages, last_seq = resolve(self, self.store.messages(room, 2, 100))
+            await self.post(room, f"m{i}")
+        messages, last_seq = await self.store.messages(room, 2, 100)
         self.assertEqual([(m.seq, m.body) for m in messages], [(3, "m3"), (4, "m4"), (5, "m5")])
         self.assertEqual(last_seq, 5)
 
-    def test_messages_limit(self) -> None:
+    async def test_messages_limit(self) -> None:
         """A page cut short by C{limit} still reports the room's last seq."""
-        room = self.create()
+        room = await self.create()
         for i in range(1, 6):
-            self.post(room, f"m{i}")
-        messages, last_seq = resolve(self, self.store.messages(room, 1, 2))
+            await self.post(room, f"m{i}")
+        messages, last_seq = await self.store.messages(room, 1, 2)
         self.assertEqual([m.seq for m in messages], [2, 3])
         self.assertEqual(last_seq, 5)
 
-    def test_messages_none(self) -> None:
+    async def test_messages_none(self) -> None:
         """After the last seq (or in an empty room) there are no messages."""
-        room = self.create()
-        self.assertEqual(resolve(self, self.store.messages(room, 0, 10)), ([], 0))
-        self.post(room, "m1")
-        self.assertEqual(resolve(self, self.store.messages(room, 1, 10)), ([], 1))
+        room = await self.create()
+        self.assertEqual(await self.store.messages(room, 0, 10), ([], 0))
+        await self.post(room, "m1")
+        self.assertEqual(await self.store.messages(room, 1, 10), ([], 1))
 
-    def test_messages_other_room(self) -> None:
+    async def test_messages_other_room(self) -> None:
         """C{messages} gives only the room's own messages."""
-        one, two = self.create("one"), self.create("two")
-        self.post(one, "in one")
-        self.post(two, "in two")
-        messages, _ = resolve(self, self.store.messages(two, 0, 10))
+        one, two = await self.create("one"), await self.create("two")
+        await self.post(one, "in one")
+        await self.post(two, "in two")
+        messages, _ = await self.store.messages(two, 0, 10)
         self.assertEqual([(m.room, m.body) for m in messages], [("two", "in two")])
 
-    def test_social_source(self) -> None:
+    async def test_social_source(self) -> None:
         """A social message's C{source} dict comes back as it was posted."""
-        room = self.create()
+        room = await self.create()
         source = {"network": "twitter", "id": "1460323737035677698",
                   "url": "https://x.com/ada/status/1460323737035677698"}
-        posted = resolve(self, self.store.post(room, NewMessage(
+        posted = (await self.store.post(room, NewMessage(
             kind="social", author="@ada", participant_id=None, body="hi", created_at=NOW,
             source=source)))
         self.assertEqual(posted.source, source)
-        [read], _ = resolve(self, self.store.messages(room, 0, 10))
+        [read], _ = await self.store.messages(room, 0, 10)
         self.assertEqual((read.kind, read.author, read.source), ("social", "@ada", source))
 
 
@@ -245,10 +258,10 @@ def sqlite_execute(path: str, sql: str, *args: Any) -> list[Any]:
         return db.execute(sql, args).fetchall()
 
 
-class SQLiteStoreTests(StoreContractMixin, SynchronousTestCase):
+class SQLiteStoreTests(StoreContractMixin, TestCase):
     """The contract on SQLite, and SQLite's own file handling."""
 
-    def make_store(self) -> SQLiteStore:
+    async def make_store(self) -> SQLiteStore:
         self.path = database_path(self)
         return open_store(self, self.path)
 
@@ -262,10 +275,10 @@ class SQLiteStoreTests(StoreContractMixin, SynchronousTestCase):
         self.assertEqual(versions, [m.version for m in migrations("sqlite")])
         self.assertEqual(versions[0], 1)
 
-    def test_reopen(self) -> None:
+    async def test_reopen(self) -> None:
         """Re-opening a file applies no migration again and keeps its data."""
-        room = self.create()
-        self.post(room, "kept")
+        room = await self.create()
+        await self.post(room, "kept")
         resolve(self, self.store.close())
         before = sqlite_execute(self.path, "SELECT version FROM schema_version ORDER BY version")
 
@@ -280,18 +293,12 @@ class SQLiteStoreTests(StoreContractMixin, SynchronousTestCase):
         """The file is in WAL mode, so other processes can read while tmd writes."""
         self.assertEqual(sqlite_execute(self.path, "PRAGMA journal_mode"), [("wal",)])
 
-    def test_reads_while_open(self) -> None:
+    async def test_reads_while_open(self) -> None:
         """Another connection sees committed messages while the store is open."""
-        room = self.create()
-        self.post(room, "visible")
+        room = await self.create()
+        await self.post(room, "visible")
         self.assertEqual(sqlite_execute(self.path, "SELECT seq, body FROM messages"),
                          [(1, "visible")])
-
-    def test_messages_room_gone(self) -> None:
-        """Reading messages of a room whose row has been deleted fails with L{NotFound}."""
-        room = self.create()
-        self.delete_room_behind_back(room)
-        reject(self, self.store.messages(room, 0, 10), NotFound)
 
     def test_close_stops_pool(self) -> None:
         """C{close()} closes the connection and stops the pool; closing again is harmless."""
@@ -302,3 +309,91 @@ class SQLiteStoreTests(StoreContractMixin, SynchronousTestCase):
         resolve(self, store.close())
         self.assertTrue(pool.stopped)
         self.assertIsNone(resolve(self, store.close()))
+
+
+class PostgresStoreTests(StoreContractMixin, TestCase):
+    """The contract on PostgreSQL, and PostgreSQL's own concerns: migrations, concurrency."""
+
+    async def make_store(self) -> PostgresStore:
+        self.url = fresh_schema(self)
+        return await self.open_store()
+
+    async def open_store(self, pool_size: int = 2) -> PostgresStore:
+        store = PostgresStore(self.url, reactor, pool_size)
+        await store.open()
+        self.addCleanup(store.close)
+        return store
+
+    def delete_room_behind_back(self, room: Room) -> None:
+        execute(self.url, "DELETE FROM rooms WHERE id = %s", room.id)
+
+    def test_migrations_in_step(self) -> None:
+        """Both engines have the same numbered migrations, under the same names."""
+        def numbered(engine: str) -> list[tuple[int, str]]:
+            return [(m.version, m.name) for m in migrations(engine)]
+
+        self.assertEqual(numbered("postgresql"), numbered("sqlite"))
+
+    def test_migrations_applied(self) -> None:
+        """A fresh schema gets every migration, recorded once each in schema_version."""
+        rows = execute(self.url, "SELECT version FROM schema_version ORDER BY version")
+        self.assertEqual([v for (v,) in rows], [m.version for m in migrations("postgresql")])
+
+    async def test_reopen_and_concurrent_opens(self) -> None:
+        """Daemons opening one database at once migrate it once, and keep what was there."""
+        room = await self.create()
+        await self.post(room, "kept")
+        stores = [PostgresStore(self.url, reactor, 1) for _ in range(3)]
+        await gatherResults([store.open() for store in stores])
+        for store in stores:
+            self.addCleanup(store.close)
+        rows = execute(self.url, "SELECT version FROM schema_version ORDER BY version")
+        self.assertEqual(len(rows), len(migrations("postgresql")))
+        messages, last_seq = await stores[0].messages(room, 0, 10)
+        self.assertEqual(([m.body for m in messages], last_seq), (["kept"], 1))
+
+    async def test_concurrent_posts(self) -> None:
+        """
+        Concurrent posters on separate stores (as on separate daemons) get seq 1..N,
+        each exactly once: the room's row lock serialises them.
+        """
+        room = await self.create()
+        stores = [self.store, await self.open_store(3), await self.open_store(3)]
+        posts = [stores[i % 3].post(room, chat(f"m{i}")) for i in range(300)]
+        seqs = [m.seq for m in await gatherResults(posts)]
+        self.assertEqual(sorted(seqs), list(range(1, 301)))
+        messages, last_seq = await self.store.messages(room, 0, 1000)
+        self.assertEqual(([m.seq for m in messages], last_seq), (list(range(1, 301)), 300))
+
+    async def test_message(self) -> None:
+        """C{message(room_id, seq)} reads one message back; None for a seq with none."""
+        room = await self.create()
+        posted = await self.post(room, "one")
+        self.assertEqual(await self.store.message(room.id, 1), posted)
+        self.assertIsNone(await self.store.message(room.id, 2))
+
+    async def test_last_seqs(self) -> None:
+        """C{last_seqs} gives the last seq of each room asked about that still exists."""
+        one, two = await self.create("one"), await self.create("two")
+        await self.post(two, "m")
+        self.assertEqual(await self.store.last_seqs([one.id, two.id, two.id + 100]),
+                         {one.id: 0, two.id: 1})
+
+    async def test_unreachable(self) -> None:
+        """A server that cannot be reached fails C{open} with a 503 that says where, at once."""
+        store = PostgresStore("postgresql://tmd@127.0.0.1:1/tmd", reactor)
+        error = await self.assertFailure(store.open(), Unavailable)
+        self.assertIn("Cannot connect to PostgreSQL at tmd@127.0.0.1:1/tmd", str(error))
+
+    async def test_connections_killed(self) -> None:
+        """
+        When the server drops every connection, calls fail with a 503 until the store
+        has reconnected, which it does by itself; then everything works again.
+        """
+        room = await self.create()
+        self.assertEqual(terminate(self.url), 2)
+        await eventually(lambda: not any(link.up for link in self.store._links))
+        error = await self.assertFailure(self.store.post(room, chat("lost")), Unavailable)
+        self.assertEqual(error.retry_after, 2)
+        await eventually(lambda: all(link.up for link in self.store._links))
+        self.assertEqual((await self.post(room, "back")).seq, 1)

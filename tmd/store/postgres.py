@@ -37,6 +37,7 @@ from twisted.internet.defer import (
 )
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -131,6 +132,13 @@ class _Connection(Connection):
     def __init__(self, reactor: Any, lost: Callable[[_Connection], None]) -> None:
         super().__init__(reactor)
         self._lost = lost
+
+    def doRead(self) -> object:
+        try:
+            super().doRead()
+        except psycopg2.Error:  # the server closed the connection while it was idle
+            return CONNECTION_LOST
+        return None
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
@@ -325,7 +333,7 @@ class PostgresStore:
         self._reactor = reactor
         self.where = describe(url)
         self.connect_args: dict[str, Any] = {
-            "dsn": url, "application_name": "tmd",
+            "dsn": url, "application_name": parse_dsn(url).get("application_name", "tmd"),
             # Notice a dead peer (a cable pulled) within about 20 s, even while idle.
             "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
             "keepalives_count": 3,

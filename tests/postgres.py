@@ -1,0 +1,63 @@
+"""
+The real PostgreSQL for tests: a fresh schema per test, dropped at its end.
+
+The server comes from C{TMD_TEST_POSTGRES} (C{.ci/run} sets it to the machine's
+own, C{postgresql://postgres@127.0.0.1:5432/test}); without it, tests that need
+PostgreSQL skip and say so. Each test gets a schema of its own, named in the URL
+(C{options=-csearch_path=...}), so runs and parallel workers never meet.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import closing
+from typing import Any
+from urllib.parse import quote
+
+import psycopg2
+from psycopg2.extensions import parse_dsn
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+ENVIRONMENT = "TMD_TEST_POSTGRES"
+
+
+def server_url() -> str:
+    """The test server's URL, or skip the test, saying how to run it."""
+    url = os.environ.get(ENVIRONMENT)
+    if not url:
+        raise SkipTest(f"{ENVIRONMENT} is not set: set it to a PostgreSQL URL such as"
+                       " postgresql://postgres@127.0.0.1:5432/test to run this test.")
+    return url
+
+
+def execute(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Run one statement with a short-lived connection of its own (as another client would)."""
+    with closing(psycopg2.connect(url)) as db:
+        db.autocommit = True
+        with db.cursor() as cursor:
+            cursor.execute(sql, args)
+            return cursor.fetchall() if cursor.description is not None else []
+
+
+def fresh_schema(test: SynchronousTestCase) -> str:
+    """
+    A URL whose connections use a new, empty schema of C{test}'s own; the schema is
+    dropped when the test ends.
+    """
+    url = server_url()
+    schema = f"tmd_test_{secrets.token_hex(6)}"
+    execute(url, f"CREATE SCHEMA {schema}")
+    test.addCleanup(execute, url, f"DROP SCHEMA {schema} CASCADE")
+    separator = "&" if "?" in url else "?"
+    # The schema names the connections too, so that a test can find (and kill) its own.
+    return (f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
+            f"&application_name={schema}")
+
+
+def terminate(url: str) -> int:
+    """Kill every connection made with C{url} (as a database restart would); how many."""
+    rows = execute(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                   parse_dsn(url)["application_name"])
+    return len(rows)
