@@ -192,3 +192,68 @@ class PresenceTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(PRESENCE_INTERVAL)
         self.assertEqual(watcher.events, [])
+
+
+class RemotePresenceTests(SynchronousTestCase):
+    """Counts from other daemons (through the Bus) add to this one's."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.hub = Hub(self.clock)
+        self.told: list[tuple[int, int]] = []
+        self.hub.on_local_presence = lambda room, count: self.told.append((room, count))
+        self.watcher = Recorder()
+        self.hub.subscribe(1, self.watcher)
+        self.clock.advance(PRESENCE_INTERVAL)
+
+    def test_local_counts_told(self) -> None:
+        """Changes of this daemon's own counts are told to the Bus, coalesced, and only those."""
+        self.hub.subscribe(1, Recorder())
+        self.hub.subscribe(1, Recorder())
+        self.hub.remote_presence("b", {1: 5}, complete=False)
+        self.clock.advance(PRESENCE_INTERVAL)
+        self.assertEqual(self.told, [(1, 1), (1, 3)])
+
+    def test_added_up(self) -> None:
+        """C{online} and the presence frame count every daemon's subscribers."""
+        self.hub.remote_presence("b", {1: 2, 7: 4}, complete=False)
+        self.hub.remote_presence("c", {1: 3}, complete=False)
+        self.clock.advance(PRESENCE_INTERVAL)
+        self.assertEqual((self.hub.local_online(1), self.hub.online(1), self.hub.online(7)),
+                         (1, 6, 4))
+        self.assertEqual(self.watcher.presence(), [1, 6])
+
+    def test_complete(self) -> None:
+        """A complete report replaces a daemon's counts: rooms it leaves out are empty there."""
+        self.hub.remote_presence("b", {1: 2, 7: 4}, complete=False)
+        self.hub.remote_presence("b", {7: 1}, complete=True)
+        self.assertEqual((self.hub.online(1), self.hub.online(7)), (1, 1))
+
+    def test_zero(self) -> None:
+        """A count of 0 removes the daemon from the room."""
+        self.hub.remote_presence("b", {1: 2}, complete=False)
+        self.hub.remote_presence("b", {1: 0}, complete=False)
+        self.assertEqual(self.hub.online(1), 1)
+
+    def test_forget(self) -> None:
+        """A daemon that says goodbye no longer counts."""
+        self.hub.remote_presence("b", {1: 2}, complete=False)
+        self.hub.forget("b")
+        self.clock.advance(PRESENCE_INTERVAL)
+        self.assertEqual(self.hub.online(1), 1)
+        self.assertEqual(self.watcher.presence(), [1])
+
+    def test_expire(self) -> None:
+        """A daemon silent for longer than C{max_age} is forgotten; one heard lately is kept."""
+        self.hub.remote_presence("old", {1: 2}, complete=True)
+        self.clock.advance(50)
+        self.hub.remote_presence("new", {1: 3}, complete=True)
+        self.hub.expire(40)
+        self.assertEqual(self.hub.online(1), 4)
+
+    def test_no_local_subscribers(self) -> None:
+        """Remote counts for a room nobody here watches announce nothing and keep no frame state."""
+        self.hub.remote_presence("b", {9: 2}, complete=False)
+        self.clock.advance(PRESENCE_INTERVAL)
+        self.assertEqual(self.watcher.presence(), [1])
+        self.assertEqual(self.hub.rooms(), [1])

@@ -372,13 +372,6 @@ class PostgresStoreTests(StoreContractMixin, TestCase):
         self.assertEqual(await self.store.message(room.id, 1), posted)
         self.assertIsNone(await self.store.message(room.id, 2))
 
-    async def test_last_seqs(self) -> None:
-        """C{last_seqs} gives the last seq of each room asked about that still exists."""
-        one, two = await self.create("one"), await self.create("two")
-        await self.post(two, "m")
-        self.assertEqual(await self.store.last_seqs([one.id, two.id, two.id + 100]),
-                         {one.id: 0, two.id: 1})
-
     async def test_unreachable(self) -> None:
         """A server that cannot be reached fails C{open} with a 503 that says where, at once."""
         store = PostgresStore("postgresql://tmd@127.0.0.1:1/tmd", reactor)

@@ -189,6 +189,11 @@ class PostgresBus:
     def publish(self, event: Event) -> None:
         self._order.publish(event)
 
+    @property
+    def listening(self) -> bool:
+        """Whether the connection that LISTENs is up."""
+        return self._link.up
+
     async def start(self) -> None:
         await self._link.start()
         self._refresh.start(PRESENCE_REFRESH, now=False)
@@ -212,18 +217,21 @@ class PostgresBus:
         await connection.runOperation(f'LISTEN "{channel}"')
         await connection.runQuery("SELECT pg_notify(%s, %s)", (
             self._store.channel, _dump({"o": self._origin, "k": "hello"})))
-        if self._listened:  # notices may have been lost while we were away
-            self._clock.callLater(0, self._after_reconnect)
+        if self._listened:  # notices were lost while we were away
+            await self._resync(connection)
+            self._clock.callLater(0, self._send_presence)  # others may have expired us
         self._listened = True
 
-    def _after_reconnect(self) -> None:
-        self._send_presence()
-        Deferred.fromCoroutine(self._resync()).addErrback(self._failed, "resync")
-
-    async def _resync(self) -> None:
+    async def _resync(self, connection: Connection) -> None:
+        """
+        Tell subscribers their rooms' last seqs, read after LISTEN: what came earlier is
+        below them, what comes later will be notified.
+        """
         rooms = self._hub.rooms()
         if rooms:
-            for room, last_seq in (await self._store.last_seqs(rooms)).items():
+            rows = await connection.runQuery(
+                "SELECT id, last_seq FROM rooms WHERE id = ANY(%s)", (rooms,))
+            for room, last_seq in rows:
                 self._order.sync(room, last_seq)
 
     def _notified(self, notify: Any) -> None:

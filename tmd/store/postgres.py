@@ -481,10 +481,3 @@ class PostgresStore:
             " FROM messages m JOIN rooms r ON r.id = m.room_id"
             " WHERE m.room_id = %s AND m.seq = %s AND NOT m.deleted", (room_id, seq))
         return _message(*rows[0]) if rows else None
-
-    @_deferred
-    async def last_seqs(self, room_ids: Sequence[int]) -> dict[int, int]:
-        """The last seq of each of C{room_ids} that still exists."""
-        rows = await self._query("SELECT id, last_seq FROM rooms WHERE id = ANY(%s)",
-                                 (list(room_ids),))
-        return dict(rows)
