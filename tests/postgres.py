@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import psycopg2
 from psycopg2.extensions import parse_dsn
+from twisted.protocols import portforward
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 ENVIRONMENT = "TMD_TEST_POSTGRES"
@@ -61,3 +62,55 @@ def terminate(url: str) -> int:
                    " WHERE application_name = %s AND pid <> pg_backend_pid()",
                    parse_dsn(url)["application_name"])
     return len(rows)
+
+
+class _Forward(portforward.ProxyServer):
+    factory: Outage
+
+    def connectionMade(self) -> None:
+        self.factory.open.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.factory.open.discard(self)
+        super().connectionLost(reason)
+
+
+class Outage(portforward.ProxyFactory):
+    """
+    A TCP proxy in front of PostgreSQL that a test takes down (every connection cut,
+    new ones refused, as when the server stops) and brings back, on the same port.
+    """
+
+    protocol = _Forward
+
+    def __init__(self, url: str) -> None:
+        dsn = parse_dsn(url)
+        super().__init__(dsn.get("host", "127.0.0.1"), int(dsn.get("port", 5432)))
+        self.open: set[_Forward] = set()
+        self._url = url
+        self._listening: Any = None
+        self.listening_port = 0
+
+    @property
+    def url(self) -> str:
+        """C{url}, through the proxy."""
+        dsn = parse_dsn(self._url)
+        return self._url.replace(f"{dsn.get('host')}:{dsn.get('port')}",
+                                 f"127.0.0.1:{self.listening_port}")
+
+    async def up(self) -> None:
+        from twisted.internet import reactor
+
+        self._listening = reactor.listenTCP(  # type: ignore[attr-defined]
+            self.listening_port, self, interface="127.0.0.1")
+        self.listening_port = self._listening.getHost().port
+
+    async def down(self) -> None:
+        if self._listening is not None:
+            await self._listening.stopListening()
+            self._listening = None
+        for connection in list(self.open):
+            if connection.peer is not None:
+                connection.peer.transport.abortConnection()
+            connection.transport.abortConnection()

@@ -18,16 +18,18 @@ from twisted.trial.unittest import TestCase
 
 from tests.clients import Http
 from tests.helpers import in_thread_now, open_store
+from tmd.bus import Bus, LocalBus, PostgresBus
 from tmd.chat import Chat
 from tmd.hub import Hub
-from tmd.store.sqlite import SQLiteStore
+from tmd.store import IStore
+from tmd.store.postgres import PostgresStore
 from tmd.web import WebService
 
 
 @define
 class Server:
     chat: Chat
-    store: SQLiteStore
+    store: IStore
     hub: Hub
     hub_clock: Clock
     web: WebService
@@ -49,12 +51,21 @@ class Server:
         return tokens
 
 
-async def start_server(test: TestCase) -> Server:
-    """Start the web service on a free port; it stops when the test ends."""
-    store = open_store(test)
+async def start_server(test: TestCase, store: IStore | None = None) -> Server:
+    """
+    Start the web service on a free port; it stops when the test ends. The store is
+    a new SQLite file, or C{store} (open); on PostgreSQL, with the Bus.
+    """
+    if store is None:
+        store = open_store(test)
     hub_clock = Clock()
     hub = Hub(hub_clock)
-    chat = Chat(store, hub, reactor, in_thread_now)
+    bus: Bus = LocalBus(hub)
+    if isinstance(store, PostgresStore):
+        bus = PostgresBus(store, hub, hub_clock)
+        await bus.start()
+        test.addCleanup(bus.stop)
+    chat = Chat(store, hub, reactor, in_thread_now, bus)
     web = WebService(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), chat, store, hub,
                      reactor)
     await web.startService()
