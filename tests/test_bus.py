@@ -173,7 +173,8 @@ class PostgresBusTests(TestCase):
         self.url = fresh_schema(self)
         self.a = await self.node("a")
         self.b = await self.node("b")
-        self.room, _ = await self.a.chat.create_room({"name": "physics-101", "max_length": 1000})
+        self.room, self.owner = await self.a.chat.create_room(
+            {"name": "physics-101", "max_length": 1000})
         _, self.ada = await self.a.chat.join(self.room, {"nickname": "ada"})
         _, self.bob = await self.b.chat.join(self.room, {"nickname": "bob"})
 
@@ -275,11 +276,28 @@ class PostgresBusTests(TestCase):
         await self.a.chat.post("physics-101", self.ada, {"body": "after"})
         await eventually(lambda: seqs(on_b) == [1, 3])
 
+    async def test_owner_changes_cross(self) -> None:
+        """Room changes, deleted messages and a deleted room made on A reach B's subscribers."""
+        on_b = self.b.watch(self.room.id)
+        await self.a.chat.post("physics-101", self.ada, {"body": "oops"})
+        await self.a.chat.update_room("physics-101", self.owner, {"title": "Waves"})
+        await self.a.chat.delete_message("physics-101", self.owner, 1)
+        await self.a.chat.delete_room("physics-101", self.owner)
+        await eventually(lambda: len(on_b.events) == 4)
+        kinds = [json.loads(e.frame)["type"] for e in on_b.events]
+        self.assertEqual(kinds, ["message", "room", "deleted", "error"])
+        room_frame, deleted_frame = (json.loads(e.frame) for e in on_b.events[1:3])
+        self.assertEqual((room_frame["room"]["title"], room_frame["room"]["online"]),
+                         ("Waves", 1))
+        self.assertEqual(deleted_frame, {"type": "deleted", "seq": 1})
+        self.assertTrue(on_b.events[3].gone)
+
     async def test_malformed_notice(self) -> None:
         """A notice that is not tmd's is ignored (and logged); the Bus goes on."""
         on_b = self.b.watch(self.room.id)
-        for payload in ("not json", '{"o": "x"}', '{"o": "x", "k": "m"}', '{"o":"x","k":"new"}'):
+        for payload in ("not json", "[]", '{"o": "x"}', '{"o": "x", "k": "m"}',
+                        '{"o": "x", "k": "new"}', f'{{"o": "x", "k": "m", "r": {self.room.id}}}'):
             execute(self.url, "SELECT pg_notify(%s, %s)", self.a.store.channel, payload)
         await self.a.chat.post("physics-101", self.ada, {"body": "fine"})
         await eventually(lambda: seqs(on_b) == [1])
-        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 2)  # one on each daemon
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)  # the one for B's room

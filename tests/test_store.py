@@ -14,6 +14,7 @@ import sqlite3
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
+from attrs import evolve
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
@@ -29,7 +30,7 @@ from tests.helpers import (
 )
 from tests.postgres import execute, fresh_schema, terminate
 from tmd.errors import NameTaken, NotFound, Unavailable
-from tmd.model import NewMessage, NewRoom, Room
+from tmd.model import NewMessage, NewRoom, Room, RoomChanges
 from tmd.store import IStore
 from tmd.store.migrations import migrations
 from tmd.store.postgres import PostgresStore
@@ -198,6 +199,47 @@ class StoreContractMixin(_TestCase):
         room = await self.create()
         self.delete_room_behind_back(room)
         await self.assertFailure(self.store.post(room, chat("hello")), NotFound)
+
+    async def test_update_room(self) -> None:
+        """C{update_room} stores the new settings and returns the room as changed."""
+        room = await self.create()
+        changed = RoomChanges(state="paused", title="Waves", hashtags=("#waves",),
+                              expires_at=NOW + 7_200_000)
+        updated = await self.store.update_room(room, changed)
+        self.assertEqual(updated, evolve(room, state="paused", title="Waves",
+                                         hashtags=("#waves",), expires_at=NOW + 7_200_000))
+        self.assertEqual(await self.store.room("physics-101"), updated)
+
+    async def test_update_room_gone(self) -> None:
+        """Updating a room that is gone gives None."""
+        room = await self.create()
+        self.delete_room_behind_back(room)
+        changed = RoomChanges(state="open", title="t", hashtags=(), expires_at=NOW)
+        self.assertIsNone(await self.store.update_room(room, changed))
+
+    async def test_delete_room(self) -> None:
+        """C{delete_room} removes the room and all in it; its name is free again."""
+        room = await self.create()
+        await self.store.add_participant(room.id, "p1", "ada", b"1" * 32, NOW)
+        await self.post(room, "m1")
+        self.assertTrue(await self.store.delete_room(room))
+        self.assertFalse(await self.store.delete_room(room))
+        self.assertIsNone(await self.store.room("physics-101"))
+        self.assertIsNone(await self.store.participant(room.id, b"1" * 32))
+        again = await self.create()
+        self.assertEqual(await self.store.messages(again, 0, 10), ([], 0))
+
+    async def test_delete_message(self) -> None:
+        """A deleted message is left out of listings; its seq stays used."""
+        room = await self.create()
+        for body in ("m1", "m2", "m3"):
+            await self.post(room, body)
+        self.assertTrue(await self.store.delete_message(room, 2))
+        self.assertFalse(await self.store.delete_message(room, 2))
+        self.assertFalse(await self.store.delete_message(room, 9))
+        messages, last_seq = await self.store.messages(room, 0, 10)
+        self.assertEqual(([m.seq for m in messages], last_seq), ([1, 3], 3))
+        self.assertEqual((await self.post(room, "m4")).seq, 4)
 
     async def test_messages_room_gone(self) -> None:
         """Reading messages of a room whose row has been deleted fails with L{NotFound}."""

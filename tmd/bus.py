@@ -19,16 +19,16 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tmd.errors import Unavailable
+from tmd.errors import NotFound, Unavailable
 from tmd.hub import Hub
 from tmd.model import Event, Message, NewMessage, Room
-from tmd.wire import message_frame
+from tmd.wire import deleted_frame, error_frame, message_frame, room_frame
 
 if TYPE_CHECKING:
     from txpostgres.txpostgres import Connection
@@ -86,6 +86,17 @@ def message_notice(origin: str, room: Room, new: NewMessage) -> tuple[str, str]:
     if len(head.encode()) + 20 + len(tail.encode()) > NOTIFY_LIMIT:
         tail = "}"  # too big to carry: receivers fetch the row by its seq
     return head, tail
+
+
+def room_gone(room_id: int) -> Event:
+    """The event of a room's deletion: a last error frame, then its sockets close."""
+    return Event(room_id=room_id, frame=error_frame(NotFound("This room was deleted."), None),
+                 gone=True)
+
+
+def room_notice(origin: str, kind: str, room: Room, **more: Any) -> str:
+    """The notice of a change to C{room}: C{r} (settings), C{d} (a message deleted), C{x} (gone)."""
+    return _dump({"o": origin, "k": kind, "r": room.id, "n": room.name, **more})
 
 
 class Orderer:
@@ -181,9 +192,13 @@ class PostgresBus:
         self._refresh = LoopingCall(self._send_presence)
         self._refresh.clock = clock
         self._refresh_soon: IDelayedCall | None = None
-        self._kinds: dict[str, Callable[[dict[str, Any]], object]] = {
-            "m": self._message, "p": self._presence, "hello": self._hello, "bye": self._bye,
+        self._room_kinds: dict[str, Callable[[dict[str, Any]], object]] = {
+            "m": self._message, "r": self._room_changed, "d": self._deleted, "x": self._gone,
         }
+        self._kinds: dict[str, Callable[[dict[str, Any]], object]] = {
+            "p": self._presence, "hello": self._hello, "bye": self._bye,
+        }
+        self._turns: dict[int, Deferred[None]] = {}
         hub.on_local_presence = self._local_presence
 
     def publish(self, event: Event) -> None:
@@ -239,36 +254,75 @@ class PostgresBus:
             notice = json.loads(notify.payload)
             if notice["o"] == self._origin:
                 return
-            handler = self._kinds.get(notice["k"])
-        except (ValueError, KeyError, TypeError):
+            kind = notice["k"]
+            room = notice.get("r")
+        except (ValueError, KeyError, TypeError, AttributeError):
             self.log.warn("ignoring a malformed notice on {channel}", channel=notify.channel)
             return
-        if handler is None:
-            return  # a newer daemon's kind
-        try:
-            handler(notice)
-        except Exception:
-            self.log.failure("handling a {kind!r} notice failed", kind=notice["k"])
+        if kind in self._room_kinds:
+            if self._hub.local_online(room):
+                self._in_turn(room, lambda: self._room_kinds[kind](notice))
+        elif kind in self._kinds:
+            try:
+                self._kinds[kind](notice)
+            except Exception:
+                self.log.failure("handling a {kind!r} notice failed", kind=kind)
+        # Any other kind is a newer daemon's: ignored.
 
-    def _message(self, notice: dict[str, Any]) -> None:
-        room = notice["r"]
-        if not self._hub.local_online(room):
-            return
-        if "m" in notice:
-            message = Message(seq=notice["s"], room=notice["n"], **notice["m"])
+    def _in_turn(self, room: int, handle: Callable[[], object]) -> None:
+        """
+        Handle a room's notices one after another, in the order they came, even when
+        one has to read the database first: a deletion never overtakes a change.
+        """
+        done: Deferred[None] = Deferred()
+        previous = self._turns.get(room)
+        self._turns[room] = done
+
+        def run(_: object = None) -> None:
+            handled = maybeDeferred(handle)
+            handled.addErrback(self._failed, "handling a notice")
+
+            def finished(_: object) -> None:
+                if self._turns.get(room) is done:
+                    del self._turns[room]
+                done.callback(None)
+
+            handled.addCallback(finished)
+
+        if previous is None:
+            run()
+        else:
+            previous.addCallback(run)
+
+    def _message(self, notice: dict[str, Any]) -> Deferred[None] | None:
+        room, seq = notice["r"], notice["s"]
+        if "m" not in notice:  # too big for a notice: read it
+            return self._store.message(room, seq).addCallback(self._publish_message, room)
+        self._publish_message(Message(seq=seq, room=notice["n"], **notice["m"]), room)
+        return None
+
+    def _publish_message(self, message: Message | None, room: int) -> None:
+        if message is not None:
             self._order.publish(Event(room_id=room, frame=message_frame(message),
                                       message=message))
-        else:
-            self._fetch(room, notice["s"])
 
-    def _fetch(self, room: int, seq: int) -> None:
-        def fetched(message: Message | None) -> None:
-            if message is not None:
-                self._order.publish(Event(room_id=room, frame=message_frame(message),
-                                          message=message))
+    def _room_changed(self, notice: dict[str, Any]) -> Deferred[None]:
+        """Settings changed elsewhere: read them, and tell our subscribers (with our count)."""
+        room_id = notice["r"]
 
-        self._store.message(room, seq).addCallbacks(fetched, self._failed,
-                                                    errbackArgs=("fetching a message",))
+        def read(room: Room | None) -> None:
+            if room is not None and room.id == room_id:
+                now_ms = int(self._clock.seconds() * 1000)
+                self._order.publish(Event(room_id=room_id, frame=room_frame(
+                    room, self._hub.online(room_id), now_ms)))
+
+        return self._store.room(notice["n"]).addCallback(read)
+
+    def _deleted(self, notice: dict[str, Any]) -> None:
+        self._order.publish(Event(room_id=notice["r"], frame=deleted_frame(int(notice["seq"]))))
+
+    def _gone(self, notice: dict[str, Any]) -> None:
+        self._order.publish(room_gone(notice["r"]))
 
     def _presence(self, notice: dict[str, Any]) -> None:
         counts = {int(room): int(count) for room, count in notice["c"].items()}

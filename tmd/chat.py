@@ -19,10 +19,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from tmd import tokens
-from tmd.bus import Bus, LocalBus
+from tmd.bus import Bus, LocalBus, room_gone
 from tmd.errors import (
     BadRequest,
     Empty,
+    Forbidden,
     InvalidName,
     Muted,
     NotFound,
@@ -32,9 +33,16 @@ from tmd.errors import (
     Unauthorized,
 )
 from tmd.hub import Hub
-from tmd.model import Event, Message, NewMessage, NewRoom, Participant, Room
+from tmd.model import Event, Message, NewMessage, NewRoom, Participant, Room, RoomChanges
 from tmd.store import IStore
-from tmd.wire import field_of, message_frame, required, room_json
+from tmd.wire import (
+    deleted_frame,
+    field_of,
+    message_frame,
+    required,
+    room_frame,
+    room_json,
+)
 
 T = TypeVar("T")
 InThread = Callable[..., Deferred[Any]]
@@ -203,6 +211,56 @@ class Chat:
             created_at=self.now_ms()))
         self._bus.publish(Event(room_id=room.id, frame=message_frame(message), message=message))
         return message
+
+    async def owned_room(self, name: str, token: str | None) -> Room:
+        """The room named C{name}, if C{token} is its owner token; else 401 or 403."""
+        room = await self.room(name)
+        if token is None:
+            raise Unauthorized("Only the room's owner can do this: send the owner token.")
+        if not hmac.compare_digest(tokens.token_hash(token), room.owner_token_hash):
+            raise Forbidden("That is not this room's owner token.")
+        return room
+
+    async def update_room(self, name: str, token: str | None, request: dict[str, Any]) -> Room:
+        """Change a room's C{state}, C{title}, C{hashtags} or C{lifetime} (from its creation)."""
+        room = await self.owned_room(name, token)
+        state = field_of(request, "state", str, room.state)
+        if state not in ("open", "paused", "closed"):
+            raise BadRequest("'state' is open, paused or closed.")
+        title = room.title
+        if "title" in request:
+            title = clean_text(required(request, "title", str)) or room.name
+            if len(title) > MAX_TITLE:
+                raise BadRequest(f"'title' is at most {MAX_TITLE} characters.")
+        hashtags = _hashtags(request) if "hashtags" in request else room.hashtags
+        expires_at = room.expires_at
+        if "lifetime" in request:
+            expires_at = room.created_at + _bounded(request, "lifetime", LIFETIME) * 1000
+        if room.state_at(self.now_ms()) == "closed":
+            raise RoomClosed("This room is closed for good.")
+        updated = await self._store.update_room(room, RoomChanges(
+            state=state, title=title, hashtags=hashtags, expires_at=expires_at))
+        if updated is None:
+            raise NotFound(f"There is no room '{name}'.")
+        self._bus.publish(Event(room_id=room.id, frame=self.room_frame(updated)))
+        return updated
+
+    def room_frame(self, room: Room) -> bytes:
+        return room_frame(room, self._hub.online(room.id), self.now_ms())
+
+    async def delete_room(self, name: str, token: str | None) -> None:
+        """Delete a room and all in it; its live clients are told and disconnected."""
+        room = await self.owned_room(name, token)
+        if not await self._store.delete_room(room):
+            raise NotFound(f"There is no room '{name}'.")
+        self._bus.publish(room_gone(room.id))
+
+    async def delete_message(self, name: str, token: str | None, seq: int) -> None:
+        """Delete one message of a room; live clients get a C{deleted} frame."""
+        room = await self.owned_room(name, token)
+        if not await self._store.delete_message(room, seq):
+            raise NotFound(f"There is no message {seq} in this room.")
+        self._bus.publish(Event(room_id=room.id, frame=deleted_frame(seq)))
 
     def _check_post(self, room: Room, participant: Participant, body: str) -> None:
         state = room.state_at(self.now_ms())

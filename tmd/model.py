@@ -52,6 +52,16 @@ class NewRoom:
     owner_token_hash: bytes
 
 
+@frozen
+class RoomChanges:
+    """The settings an owner can change, all of them, as they are to be stored."""
+
+    state: str
+    title: str
+    hashtags: tuple[str, ...]
+    expires_at: int
+
+
 def nickname_key(nickname: str) -> str:
     """
     What makes two nicknames the same: compatibility forms and case folded, invisible
@@ -107,6 +117,8 @@ class Event:
     frame: bytes
     message: Message | None = field(default=None)
     last_seq: int | None = field(default=None)
+    gone: bool = field(default=False)
+    """The room was deleted: after this frame, subscribers are closed."""
 
     @property
     def seq(self) -> int | None:

@@ -66,6 +66,14 @@ def message_frame(message: Message) -> bytes:
     return encode({"type": "message", "message": message_json(message)})
 
 
+def room_frame(room: Room, online: int, now_ms: int) -> bytes:
+    return encode({"type": "room", "room": room_json(room, online, now_ms)})
+
+
+def deleted_frame(seq: int) -> bytes:
+    return encode({"type": "deleted", "seq": seq})
+
+
 def presence_frame(online: int) -> bytes:
     return encode({"type": "presence", "online": online})
 

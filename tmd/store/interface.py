@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from tmd.model import Message, NewMessage, NewRoom, Participant, Room
+from tmd.model import Message, NewMessage, NewRoom, Participant, Room, RoomChanges
 
 # zope interface methods are declared without self.
 
@@ -40,6 +40,15 @@ class IStore(Interface):
         Give C{new} the room's next seq and insert it, in one transaction; fires with
         the committed message, or fails with L{tmd.errors.NotFound}.
         """
+
+    def update_room(room: Room, changed: RoomChanges) -> Deferred[Room | None]:
+        """Store the room's new settings; the updated room, or None if it is gone."""
+
+    def delete_room(room: Room) -> Deferred[bool]:
+        """Delete the room and everything in it; False if it was gone already."""
+
+    def delete_message(room: Room, seq: int) -> Deferred[bool]:
+        """Mark a message deleted (its seq stays used); False if there is no such message."""
 
     def messages(room: Room, after: int, limit: int) -> Deferred[tuple[list[Message], int]]:
         """

@@ -46,7 +46,15 @@ from zope.interface import implementer
 
 from tmd import bus, tokens
 from tmd.errors import NameTaken, NotFound, Unavailable
-from tmd.model import Message, NewMessage, NewRoom, Participant, Room, nickname_key
+from tmd.model import (
+    Message,
+    NewMessage,
+    NewRoom,
+    Participant,
+    Room,
+    RoomChanges,
+    nickname_key,
+)
 from tmd.store.interface import IStore
 from tmd.store.migrations import Migration, migrations
 
@@ -465,6 +473,34 @@ class PostgresStore:
             raise NotFound(f"There is no room '{room.name}'.")
         return Message(seq=rows[0][0], room=room.name, kind=new.kind, author=new.author,
                        body=new.body, created_at=new.created_at, source=new.source)
+
+    @_deferred
+    async def update_room(self, room: Room, changed: RoomChanges) -> Room | None:
+        rows = await self._query(
+            "WITH updated AS (UPDATE rooms SET state = %s, title = %s, hashtags = %s::jsonb,"
+            f" expires_at = %s WHERE id = %s RETURNING {_ROOM_COLUMNS})"
+            " SELECT updated.*, pg_notify(%s, %s) FROM updated",
+            (changed.state, changed.title, json.dumps(list(changed.hashtags)),
+             changed.expires_at, room.id, self.channel,
+             bus.room_notice(self.origin, "r", room)))
+        return _room(rows[0][:-1]) if rows else None
+
+    @_deferred
+    async def delete_room(self, room: Room) -> bool:
+        rows = await self._query(
+            "WITH deleted AS (DELETE FROM rooms WHERE id = %s RETURNING id)"
+            " SELECT pg_notify(%s, %s) FROM deleted",
+            (room.id, self.channel, bus.room_notice(self.origin, "x", room)))
+        return bool(rows)
+
+    @_deferred
+    async def delete_message(self, room: Room, seq: int) -> bool:
+        rows = await self._query(
+            "WITH deleted AS (UPDATE messages SET deleted = true"
+            " WHERE room_id = %s AND seq = %s AND NOT deleted RETURNING seq)"
+            " SELECT pg_notify(%s, %s) FROM deleted",
+            (room.id, seq, self.channel, bus.room_notice(self.origin, "d", room, seq=seq)))
+        return bool(rows)
 
     @_deferred
     async def messages(self, room: Room, after: int, limit: int) -> tuple[list[Message], int]:

@@ -23,7 +23,15 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from tmd.errors import NameTaken, NotFound
-from tmd.model import Message, NewMessage, NewRoom, Participant, Room, nickname_key
+from tmd.model import (
+    Message,
+    NewMessage,
+    NewRoom,
+    Participant,
+    Room,
+    RoomChanges,
+    nickname_key,
+)
 from tmd.store.interface import IStore
 from tmd.store.migrations import migrations
 
@@ -208,6 +216,35 @@ class SQLiteStore:
                            body=new.body, created_at=new.created_at, source=new.source)
 
         return self._run(insert)
+
+    def update_room(self, room: Room, changed: RoomChanges) -> Deferred[Room | None]:
+        def update(db: sqlite3.Connection) -> Room | None:
+            with _transaction(db):
+                row = db.execute(
+                    "UPDATE rooms SET state = ?, title = ?, hashtags = ?, expires_at = ?"
+                    f" WHERE id = ? RETURNING {_ROOM_COLUMNS}",
+                    (changed.state, changed.title, json.dumps(list(changed.hashtags)),
+                     changed.expires_at, room.id),
+                ).fetchone()
+            return _room(row) if row is not None else None
+
+        return self._run(update)
+
+    def delete_room(self, room: Room) -> Deferred[bool]:
+        def delete(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                return db.execute("DELETE FROM rooms WHERE id = ?", (room.id,)).rowcount > 0
+
+        return self._run(delete)
+
+    def delete_message(self, room: Room, seq: int) -> Deferred[bool]:
+        def delete(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                return db.execute(
+                    "UPDATE messages SET deleted = 1 WHERE room_id = ? AND seq = ? AND NOT deleted",
+                    (room.id, seq)).rowcount > 0
+
+        return self._run(delete)
 
     def messages(self, room: Room, after: int, limit: int) -> Deferred[tuple[list[Message], int]]:
         def select(db: sqlite3.Connection) -> tuple[list[Message], int]:

@@ -121,6 +121,26 @@ class WebApp:
         room = await self._chat.room(name)
         return json_response(request, 200, self._chat.room_json(room))
 
+    @app.route("/api/v1/rooms/<name>", methods=["PATCH"])
+    async def update_room(self, request: IRequest, name: str) -> bytes:
+        token = bearer_token(request)
+        room = await self._chat.update_room(name, token, json_body(request))
+        return json_response(request, 200, self._chat.room_json(room))
+
+    @app.route("/api/v1/rooms/<name>", methods=["DELETE"])
+    async def delete_room(self, request: IRequest, name: str) -> bytes:
+        await self._chat.delete_room(name, bearer_token(request))
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/api/v1/rooms/<name>/messages/<seq>", methods=["DELETE"])
+    async def delete_message(self, request: IRequest, name: str, seq: str) -> bytes:
+        if not (seq.isascii() and seq.isdigit()) or not 0 < int(seq) < 2**62:
+            raise BadRequest("A message's seq is a positive integer.")
+        await self._chat.delete_message(name, bearer_token(request), int(seq))
+        request.setResponseCode(204)
+        return b""
+
     @app.route("/api/v1/rooms/<name>/join", methods=["POST"])
     async def join(self, request: IRequest, name: str) -> bytes:
         room = await self._chat.room(name)

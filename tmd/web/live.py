@@ -159,6 +159,11 @@ class LiveProtocol(WebSocketServerProtocol):
             if not self._catching_up and event.last_seq > self._last_seq:
                 self._run(self._catch_up(), "catching up")
             return
+        if event.gone:
+            if self._can_send():
+                self.sendMessage(event.frame)
+                self.close(CLOSE_GONE, "This room was deleted.")
+            return
         if self._catching_up:
             self._pending.append(event)
             return

@@ -28,7 +28,7 @@ _ERROR_CODES: dict[str, str] = {
     "invalid_name": f"the room name does not match the pattern or is reserved ({_RESERVED}, ...)",
     "name_taken": "the name is already in use (a room name, or a nickname in this room,"
     " compared case-insensitively)",
-    "not_found": "there is no room of that name",
+    "not_found": "there is no room of that name (or no message of that seq)",
     "unauthorized": "the token or password is missing or wrong",
     "forbidden": "the token is valid but may not do this",
     "room_closed": "the room is closed for good (or has expired) and is read-only",
@@ -55,6 +55,8 @@ _ERROR_STATUSES: dict[int, tuple[str, str]] = {
           "The body is not `Content-Type: application/json`; the code is `bad_request`."),
     429: ("TooManyRequests", "Too many requests; try again after `Retry-After` seconds."),
     500: ("InternalError", "An unexpected server error."),
+    503: ("ServiceUnavailable",
+          "The database cannot be reached for now; try again after `Retry-After` seconds."),
 }
 
 _INTRODUCTION = f"""\
@@ -107,7 +109,8 @@ are never logged. Every frame is one JSON text message.
 **Close codes**: `1001` the daemon is shutting down cleanly (reconnect with `since` =
 the last seq seen and miss nothing); `1008` bad token, forbidden room or foreign
 `Origin`; `1009` oversized frame; `1013` the client was too slow to keep up (its buffer
-limit was reached; reconnect with `since`); `4404` the room was deleted.
+limit was reached, or the database was unreachable when it connected; reconnect with
+`since`); `4404` the room was deleted.
 
 The server pings at least every 25 s; proxies in between should allow quiet sockets
 for at least 60 s.
@@ -151,7 +154,7 @@ def _error_response(status: int) -> JSON:
     """The reusable response for an error status: an C{Error} body."""
     _, description = _ERROR_STATUSES[status]
     response = _json(description, _schema("Error"))
-    if status == 429:
+    if status in (429, 503):
         response["headers"] = {"Retry-After": {
             "description": "Seconds to wait before trying again.",
             "schema": {"type": "integer", "minimum": 0}}}
@@ -186,6 +189,8 @@ def _operation(
     if body is not None:
         statuses |= {413: ("payload_too_large",), 415: ("bad_request",)}
     statuses[500] = ("internal",)
+    if errors is not None or body is not None:  # it uses the database
+        statuses[503] = ("unavailable",)
     operation: JSON = {
         "operationId": operation_id,
         "tags": [tag],
@@ -306,6 +311,15 @@ def _schemas() -> JSON:
                 " the last message's seq, there is more: ask again with `after` set to"
                 " that message's seq.", 0),
         }),
+        "UpdateRoom": _object({
+            "state": {"type": "string", "enum": ["open", "paused", "closed"],
+                      "description": "`closed` is for good."},
+            "title": {"type": "string", "maxLength": 200},
+            "hashtags": {"type": "array", "maxItems": 10,
+                         "items": {"type": "string", "pattern": "^#?[A-Za-z0-9_]{1,100}$"}},
+            "lifetime": _integer("Seconds from the room's creation to its end.",
+                                 3600, 31_536_000),
+        }),
         "PostMessage": _object({
             "body": {"type": "string", "description": "Trimmed, then 1..`max_length`"
                      " characters (`empty` / `too_long` otherwise)."},
@@ -316,6 +330,7 @@ def _schemas() -> JSON:
 def _paths() -> JSON:
     room = [_room_name_parameter()]
     read_auth: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}]  # token optional
+    owner: list[dict[str, list[str]]] = [{"bearerAuth": []}]  # the owner token
     return {
         "/api/v1/rooms": {"post": _operation(
             "createRoom", "rooms", "Create a room",
@@ -323,10 +338,43 @@ def _paths() -> JSON:
             {"201": _json("The room was created.", _schema("CreatedRoom"))},
             errors={400: ("bad_request", "invalid_name"), 409: ("name_taken",)},
             body="CreateRoom")},
-        "/api/v1/rooms/{name}": {"parameters": room, "get": _operation(
-            "getRoom", "rooms", "Get a room", "The room's metadata.",
-            {"200": _json("The room.", _schema("Room"))},
-            errors={404: ("not_found",)})},
+        "/api/v1/rooms/{name}": {
+            "parameters": room,
+            "get": _operation(
+                "getRoom", "rooms", "Get a room", "The room's metadata.",
+                {"200": _json("The room.", _schema("Room"))},
+                errors={404: ("not_found",)}),
+            "patch": _operation(
+                "updateRoom", "rooms", "Change a room",
+                "The owner changes the room's state, title, hashtags or lifetime; fields"
+                " left out keep their value. Live clients get a `room` frame. A closed"
+                " room (or an expired one) cannot be changed.",
+                {"200": _json("The room as changed.", _schema("Room"))},
+                errors={400: ("bad_request",), 401: ("unauthorized",),
+                        403: ("forbidden", "room_closed"), 404: ("not_found",)},
+                body="UpdateRoom", security=owner),
+            "delete": _operation(
+                "deleteRoom", "rooms", "Delete a room",
+                "The owner deletes the room, its participants and its messages. Live"
+                " clients get an `error` frame (`not_found`) and are closed with 4404."
+                " The name can then be used for a new room.",
+                {"204": {"description": "Deleted."}},
+                errors={401: ("unauthorized",), 403: ("forbidden",), 404: ("not_found",)},
+                security=owner),
+        },
+        "/api/v1/rooms/{name}/messages/{seq}": {
+            "parameters": [*room, {"name": "seq", "in": "path", "required": True,
+                                   "description": "The message's seq.",
+                                   "schema": _integer("A seq.", 1)}],
+            "delete": _operation(
+                "deleteMessage", "messages", "Delete a message",
+                "The owner deletes one message: it is left out of listings from now on"
+                " (its seq stays used) and live clients get a `deleted` frame.",
+                {"204": {"description": "Deleted."}},
+                errors={400: ("bad_request",), 401: ("unauthorized",),
+                        403: ("forbidden",), 404: ("not_found",)},
+                security=owner),
+        },
         "/api/v1/rooms/{name}/join": {"parameters": room, "post": _operation(
             "joinRoom", "rooms", "Join a room",
             "Takes a nickname in the room and returns a participant token for posting"
