@@ -75,6 +75,25 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(repr(url), message)
             self.assertIn("sqlite:PATH", message)
 
+    def test_postgresql(self) -> None:
+        """A PostgreSQL URL, pool size and password file are accepted; the secret is read once."""
+        secret = self.mktemp()
+        with open(secret, "w", encoding="utf-8") as f:
+            f.write("  s3cret\n")
+        config = parse("--database", "postgresql://tmd@db.example.org:5432/tmd",
+                       "--db-pool-size", "8", "--db-password-file", secret).config
+        assert config is not None
+        self.assertEqual((config.database, config.db_pool_size, config.db_password),
+                         ("postgresql://tmd@db.example.org:5432/tmd", 8, "s3cret"))
+        self.assertNotIn("s3cret", repr(config))
+
+    def test_postgresql_refused(self) -> None:
+        """A URL libpq cannot read, a pool size out of range and a missing secret are refused."""
+        self.assertIn("PostgreSQL", self.refused("--database", "postgresql://x?nonsense=1"))
+        for size in ("0", "101", "many"):
+            self.assertIn("pool size", self.refused("--db-pool-size", size))
+        self.assertIn("/no/such/file", self.refused("--db-password-file", "/no/such/file"))
+
     def test_unknown_option(self) -> None:
         """An option tmd does not have is a UsageError."""
         self.assertIn("nope", self.refused("--nope"))
