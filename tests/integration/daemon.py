@@ -51,6 +51,9 @@ class _Output(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
+        if self._partial:  # a last line without its newline
+            self.lines.append(self._partial)
+            self._partial = b""
         ended = reason.value if reason.check(ProcessDone, ProcessTerminated) else None
         code = ended.exitCode if ended is not None else None
         self.status = (code, ended.signal if ended is not None else None)
@@ -76,26 +79,57 @@ class Daemon:
     async def start(cls, test: TestCase, *extra: str, directory: Path | None = None,
                     listen: str = "tcp:0:interface=127.0.0.1") -> Daemon:
         """Start a daemon (on a fresh SQLite file in C{directory}) and stop it at cleanup."""
+        daemon = cls._new(test, extra, directory, listen)
+        await daemon._spawn()
+        return daemon
+
+    @classmethod
+    async def start_failing(cls, test: TestCase, *extra: str, directory: Path | None = None,
+                            listen: str = "tcp:0:interface=127.0.0.1") -> Daemon:
+        """
+        Start a daemon that is expected to exit before it listens (it cannot start);
+        fires once it has exited, for its C{status} and C{output}. Fails if it listens.
+        """
+        daemon = cls._new(test, extra, directory, listen)
+        daemon._launch()
+        try:
+            port = await daemon._output.listening.addTimeout(START_TIMEOUT, reactor)
+        except RuntimeError:  # it exited before listening: what was expected
+            await daemon._output.ended
+            return daemon
+        raise AssertionError(f"the daemon listens on port {port} instead of exiting:\n"
+                             f"{daemon.output}")
+
+    @classmethod
+    def _new(cls, test: TestCase, extra: tuple[str, ...], directory: Path | None,
+             listen: str) -> Daemon:
         if directory is None:
             directory = Path(test.mktemp()).resolve()
             directory.mkdir(parents=True)
         args = ["--listen", listen, "--database", f"sqlite:{directory / 'tmd.sqlite3'}", *extra]
         daemon = cls(directory, args)
         test.addCleanup(daemon.stop)
-        await daemon._spawn()
         return daemon
 
-    async def _spawn(self) -> None:
+    def _launch(self) -> None:
         self._output = _Output(self.lines)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         self._process = reactor.spawnProcess(
             self._output, twistd(), [twistd(), "-n", "--pidfile=", "tmd", *self.args],
             env=env, path=str(self.directory))
+
+    async def _spawn(self) -> None:
+        self._launch()
         self.port = await self._output.listening.addTimeout(START_TIMEOUT, reactor)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def status(self) -> tuple[int | None, int | None]:
+        """The last run's (exit code, signal) once it has ended, else (None, None)."""
+        return self._output.status
 
     @property
     def output(self) -> str:
