@@ -3,6 +3,8 @@ The tmd benchmark: starts its own daemon, measures the post path and the fan-out
 
     python bench/run.py            # full run: under a minute on 2 cores (limit 3 minutes)
     python bench/run.py --quick    # smaller sizes, under 20 s
+    TMD_BENCH_POSTGRES=postgresql://postgres@127.0.0.1:5432/test python bench/run.py
+                                   # the same, plus PostgreSQL (or --postgres URL)
 
 It spawns C{twistd -n tmd} on a free loopback port with a fresh SQLite file in a
 temporary directory (waiting for its "tmd listening" log line), drives it with
@@ -11,6 +13,11 @@ Autobahn websockets), checks every answer along the way, prints a table, writes
 C{bench/results.json} and stops the daemon with SIGTERM. Any error, wrong answer,
 lost or reordered message, traceback in the daemon's log or unclean daemon exit
 makes it exit non-zero. Every wait is bounded, and so is the whole run.
+
+Given a PostgreSQL URL, it then does the post scenarios again on a daemon using a
+fresh schema of that database (created for the run and dropped after it), and
+times cross-daemon delivery: a second daemon on the same schema, a POST on the
+first, its frame on a websocket client of the second.
 
 Latencies are measured by the client, end to end on loopback, so they include the
 client's own work (treq, Autobahn, JSON), which shares the machine with the daemon.
@@ -26,6 +33,7 @@ import os
 import platform
 import re
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -33,11 +41,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import treq
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -48,6 +58,7 @@ from twisted.internet.defer import TimeoutError as Timeout
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -65,7 +76,9 @@ CONNECT_TIMEOUT = 15.0
 CONNECT_PARALLEL = 32
 """Websocket handshakes in flight at once (the daemon listens with Twisted's backlog of 50)."""
 WARMUP = 20
-SCENARIOS = ("floor", "latency", "throughput", "fanout", "ws")
+SCENARIOS = ("floor", "latency", "throughput", "fanout", "ws", "cross")
+POSTGRES_SCENARIOS = ("latency", "throughput", "cross")
+POSTGRES_ENVIRONMENT = "TMD_BENCH_POSTGRES"
 
 TODAYSMEET = {"p50_ms": 3.0, "p90_ms": 4.0}
 """TodaysMeet's post (reflektor answering a POST): the figures we compare against."""
@@ -79,13 +92,18 @@ class Sizes:
     throughput_m: int
     fanout: tuple[tuple[int, int], ...]  # (K clients, P posts) per run
     ws_n: int
-    deadline: float  # seconds for all scenarios together
+    pg_post_n: int  # post latency on PostgreSQL
+    pg_throughput_m: int  # post throughput on PostgreSQL
+    cross_n: int  # posts on daemon A timed to a websocket on daemon B (PostgreSQL)
+    deadline: float  # seconds for all scenarios of one engine together
 
 
 QUICK = Sizes(floor_n=300, post_n=800, concurrency=8, throughput_m=1600,
-              fanout=((200, 50),), ws_n=800, deadline=60)
+              fanout=((200, 50),), ws_n=800, pg_post_n=300, pg_throughput_m=800, cross_n=200,
+              deadline=60)
 FULL = Sizes(floor_n=2000, post_n=5000, concurrency=8, throughput_m=10000,
-             fanout=((200, 300), (1000, 200)), ws_n=5000, deadline=300)
+             fanout=((200, 300), (1000, 200)), ws_n=5000, pg_post_n=2000, pg_throughput_m=5000,
+             cross_n=2000, deadline=300)
 
 
 class BenchError(Exception):
@@ -153,17 +171,19 @@ class _DaemonOutput(ProcessProtocol):
 
 
 class Daemon:
-    """One C{twistd -n tmd} child process on a fresh SQLite file."""
+    """One C{twistd -n tmd} child process: on a fresh SQLite file, or on C{database}."""
 
-    def __init__(self, reactor: Any, directory: Path, profile: Path | None) -> None:
+    def __init__(self, reactor: Any, directory: Path, profile: Path | None,
+                 database: str | None = None, db_pool_size: int | None = None) -> None:
         self._reactor = reactor
         self.directory = directory
-        self.database = directory / "tmd.sqlite3"
+        self.database = database or f"sqlite:{directory / 'tmd.sqlite3'}"
         self.args = [sys.executable, "-c", TWISTD, "-n", "--pidfile="]
         if profile is not None:  # twistd's own profiler writes its file before it exits
             self.args += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
-        self.args += ["tmd", "--listen", "tcp:0:interface=127.0.0.1",
-                      "--database", f"sqlite:{self.database}"]
+        self.args += ["tmd", "--listen", "tcp:0:interface=127.0.0.1", "--database", self.database]
+        if db_pool_size is not None:
+            self.args += ["--db-pool-size", str(db_pool_size)]
         self.port = 0
         self._output = _DaemonOutput()
         self._process: Any = None
@@ -461,10 +481,21 @@ class Bench:
     warnings: list[str] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     rooms: int = 0
+    engine: str = "sqlite"
+    """C{sqlite}, or C{postgresql}: its results are keyed C{pg_...} and titled so."""
+    db_pool_size: int | None = None
+    others: list[Daemon] = field(default_factory=list)
+    """Daemons started by a scenario besides C{daemon} (the cross-daemon one's)."""
 
     def room_name(self, what: str) -> str:
         self.rooms += 1
         return f"bench-{what}-{self.rooms}-{os.getpid()}"
+
+    def key(self, name: str) -> str:
+        return name if self.engine == "sqlite" else f"pg_{name}"
+
+    def title(self, title: str) -> str:
+        return title if self.engine == "sqlite" else f"{title}, PostgreSQL"
 
     async def http_floor(self) -> None:
         """GET of a room name that cannot exist: Klein, treq and loopback, no database."""
@@ -483,7 +514,7 @@ class Bench:
             "requests": n, **summary(times), "per_s": round(n / wall, 1)}
 
     async def post_latency(self) -> None:
-        n = self.sizes.post_n
+        n = self.sizes.post_n if self.engine == "sqlite" else self.sizes.pg_post_n
         room = await self.api.room(self.room_name("latency"))
         token = await self.api.join(room, "solo")
         for i in range(WARMUP):
@@ -497,12 +528,13 @@ class Bench:
             check(message["seq"] == WARMUP + i + 1, f"post {i} got seq {message['seq']}")
         wall = time.perf_counter() - started
         await self.api.check_room(room, WARMUP + n)
-        self.results["post_latency"] = {
-            "title": "post latency (HTTP, sequential)",
+        self.results[self.key("post_latency")] = {
+            "title": self.title("post latency (HTTP, sequential)"), "engine": self.engine,
             "posts": n, **summary(times), "per_s": round(n / wall, 1)}
 
     async def post_throughput(self) -> None:
-        c, m = self.sizes.concurrency, self.sizes.throughput_m
+        c = self.sizes.concurrency
+        m = self.sizes.throughput_m if self.engine == "sqlite" else self.sizes.pg_throughput_m
         room = await self.api.room(self.room_name("throughput"))
         tokens = [await self.api.join(room, f"poster-{i}") for i in range(c)]
         for i in range(WARMUP):
@@ -530,9 +562,10 @@ class Bench:
         check(sorted(seqs) == list(range(WARMUP + 1, WARMUP + m + 1)),
               "concurrent posts did not get seqs WARMUP+1..WARMUP+M once each")
         await self.api.check_room(room, WARMUP + m)
-        self.results["post_throughput"] = {
-            "title": f"post throughput (HTTP, {c} concurrent posters)",
-            "posts": m, "concurrency": c, **summary(times), "per_s": round(m / wall, 1)}
+        self.results[self.key("post_throughput")] = {
+            "title": self.title(f"post throughput (HTTP, {c} concurrent posters)"),
+            "engine": self.engine, "posts": m, "concurrency": c, **summary(times),
+            "per_s": round(m / wall, 1)}
 
     async def fanout(self, k: int, p: int) -> None:
         room = await self.api.room(self.room_name(f"fanout{k}"))
@@ -651,16 +684,99 @@ class Bench:
             "title": "websocket post -> ack (sequential)",
             "posts": n, **summary(times), "per_s": round(n / wall, 1)}
 
+    async def cross_daemon(self) -> None:
+        """
+        A second daemon on the same database: each POST on the first (A) is timed until
+        a websocket client of the second (B) has its frame, and, for reference, until a
+        client of A itself has it.
+        """
+        n = self.sizes.cross_n
+        other = Daemon(self.reactor, self.daemon.directory, None, self.daemon.database,
+                       self.db_pool_size)
+        self.others.append(other)
+        other_api: Api | None = None
+        factories: list[LiveClientFactory] = []
+        clients: list[LiveClient] = []
+        try:
+            await other.start()
+            other_api = Api(self.reactor, other.url, 2)
+            room = await self.api.room(self.room_name("cross"))
+            token = await self.api.join(room, "speaker")
+            trackers = []
+            for daemon in (other, self.daemon):  # B, then A
+                factory = LiveClientFactory(
+                    f"ws://127.0.0.1:{daemon.port}/api/v1/rooms/{room}/live?since=0",
+                    self.reactor)
+                factory.tracker = Tracker(1)
+                trackers.append(factory.tracker)
+                clients += await connect_many(self.reactor, factory, daemon.port, 1)
+                factories.append(factory)
+            at_b, at_a = trackers
+            for i in range(WARMUP):
+                delivered = at_b.everyone_has(i + 1)
+                await self.api.post(room, token, f"warm-up {i}")
+                await bounded(self.reactor, delivered, DELIVERY_TIMEOUT,
+                              f"warm-up {i + 1} on the other daemon")
+            cross: list[float] = []
+            local: list[float] = []
+            replies: list[float] = []
+            other_cpu = other.cpu_seconds()
+            started = time.perf_counter()
+            for i in range(n):
+                seq = WARMUP + i + 1
+                on_b, on_a = at_b.everyone_has(seq), at_a.everyone_has(seq)
+                t0 = time.perf_counter()
+                message = await self.api.post(room, token, f"question {i}: is light a wave?")
+                replies.append(time.perf_counter() - t0)
+                check(message["seq"] == seq, f"cross-daemon post {i} got seq {message['seq']}")
+                cross.append(await bounded(self.reactor, on_b, DELIVERY_TIMEOUT,
+                                           f"seq {seq} on the other daemon") - t0)
+                local.append(await bounded(self.reactor, on_a, DELIVERY_TIMEOUT,
+                                           f"seq {seq} on the posting daemon") - t0)
+            wall = time.perf_counter() - started
+            other_cpu = other.cpu_seconds() - other_cpu
+            expected = list(range(1, WARMUP + n + 1))
+            for client, where in zip(clients, ("the other", "the posting"), strict=True):
+                check(client.seqs == expected and not client.problems,
+                      f"the client on {where} daemon got {len(client.seqs)} message frames, "
+                      f"not seqs 1..{WARMUP + n} once each, in order; {client.problems[:3]}")
+            await other_api.check_room(room, WARMUP + n)  # B reads what A wrote
+        finally:
+            for factory, client in zip(factories, clients, strict=False):
+                await close_all(self.reactor, factory, [client])
+            if other_api is not None:
+                await other_api.close()
+            status = await other.stop()
+        check(status in ((0, None), (None, signal.SIGTERM)),
+              f"the second daemon exited uncleanly: {status}")
+        check(not other.problems(), f"the second daemon logged problems: {other.problems()[:3]}")
+        self.results[self.key("cross_daemon")] = {
+            "title": "cross-daemon delivery (POST on A -> websocket on B)",
+            "engine": self.engine, "posts": n, **summary(cross),
+            "same_daemon": {k: v for k, v in summary(local).items() if k != "n"},
+            "post_reply_p50_ms": summary(replies)["p50_ms"],
+            "per_s": round(n / wall, 1),
+            "other_daemon_cpu_s": round(other_cpu, 3),
+        }
+
     async def run(self) -> None:
-        steps: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
-            ("floor", "HTTP floor", self.http_floor),
-            ("latency", "post latency", self.post_latency),
-            ("throughput", "post throughput", self.post_throughput),
-        ]
-        for k, p in self.sizes.fanout:
-            steps.append(("fanout", f"fan-out to {k}",
-                          lambda k=k, p=p: self.fanout(k, p)))  # type: ignore[misc]
-        steps.append(("ws", "websocket post round trip", self.ws_round_trip))
+        steps: list[tuple[str, str, Callable[[], Awaitable[None]]]]
+        if self.engine == "postgresql":
+            steps = [
+                ("latency", "post latency", self.post_latency),
+                ("throughput", "post throughput", self.post_throughput),
+                ("cross", "cross-daemon delivery", self.cross_daemon),
+            ]
+        else:
+            steps = [
+                ("floor", "HTTP floor", self.http_floor),
+                ("latency", "post latency", self.post_latency),
+                ("throughput", "post throughput", self.post_throughput),
+            ]
+            for k, p in self.sizes.fanout:
+                steps.append(("fanout", f"fan-out to {k}",
+                              lambda k=k, p=p: self.fanout(k, p)))  # type: ignore[misc]
+            steps.append(("ws", "websocket post round trip", self.ws_round_trip))
         for key, name, step in steps:
             if self.only and key not in self.only:
                 continue
@@ -668,7 +784,7 @@ class Bench:
             started = time.perf_counter()
             daemon_cpu = self.daemon.cpu_seconds()
             client_cpu = client_cpu_seconds()
-            progress(f"  {name} ...")
+            progress(f"  {name}{'' if self.engine == 'sqlite' else ', ' + self.engine} ...")
             await step()
             wall = time.perf_counter() - started
             progress(f" {wall:.1f} s\n")
@@ -739,6 +855,9 @@ ROWS = [  # (result key, rate key, rate unit)
     ("post_throughput", "per_s", "posts/s"),
     ("fanout_*", "frames_per_s", "frames/s"),
     ("ws_round_trip", "per_s", "posts/s"),
+    ("pg_post_latency", "per_s", "posts/s"),
+    ("pg_post_throughput", "per_s", "posts/s"),
+    ("pg_cross_daemon", "per_s", "posts/s"),
 ]
 
 
@@ -780,7 +899,9 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
     errors: list[str] = []
     report: dict[str, Any] = {
         "mode": mode,
-        "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "bench/run.py", *(
+            arg.replace(options.postgres, describe(options.postgres))
+            if options.postgres and options.postgres in arg else arg for arg in sys.argv[1:])]),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(directory),
         "sizes": {k: v for k, v in sizes.__dict__.items()},
@@ -822,10 +943,20 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
     problems = daemon.problems()
     if problems:
         errors.append(f"the daemon logged {len(problems)} problem lines, e.g. {problems[0]!r}")
-
-    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["results"] = bench.results if bench is not None else {}
     report["warnings"] = bench.warnings if bench is not None else []
+
+    logs = {"daemon.log": daemon}
+    if options.postgres and not errors and not (options.only and options.only.isdisjoint(
+            POSTGRES_SCENARIOS)):
+        pg_bench, pg_daemons = await postgres(reactor, options, sizes, directory, report, errors)
+        if pg_bench is not None:
+            report["results"].update(pg_bench.results)
+            report["warnings"] += pg_bench.warnings
+        for i, pg_daemon in enumerate(pg_daemons):
+            logs[f"daemon-postgresql-{'ab'[i] if i < 2 else i}.log"] = pg_daemon
+
+    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["errors"] = errors
     report["ok"] = not errors
     print(table(report["results"]))
@@ -833,18 +964,134 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
     print(f"wrote {options.output}")
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
+    if errors or options.keep:
+        for name, logged in logs.items():
+            (directory / name).write_text("\n".join(logged.log) + "\n")
     if errors:
-        log_path = directory / "daemon.log"
-        log_path.write_text("\n".join(daemon.log) + "\n")
         print("FAILED:\n  " + "\n  ".join(errors), file=sys.stderr)
-        print(f"daemon log and database kept in {directory}", file=sys.stderr)
+        print(f"daemon logs and SQLite database kept in {directory}", file=sys.stderr)
         return 1
     if options.keep:
-        (directory / "daemon.log").write_text("\n".join(daemon.log) + "\n")
-        print(f"daemon log and database kept in {directory}")
+        print(f"daemon logs and SQLite database kept in {directory}")
     else:
         shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+def describe(url: str) -> str:
+    """C{url} without its password: C{user@host:port/db}."""
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        dsn = parse_dsn(url)
+    except Exception:
+        return "(an invalid URL)"
+    user = dsn.get("user", "")
+    return (f"{user + '@' if user else ''}{dsn.get('host', 'localhost')}:{dsn.get('port', 5432)}"
+            f"/{dsn.get('dbname', user)}")
+
+
+def _sql(url: str, *statements: str) -> list[Any]:
+    """Run C{statements} on a connection of their own (in a thread: they block); each's row."""
+    import psycopg2
+
+    rows = []
+    with closing(psycopg2.connect(url, connect_timeout=10)) as db:
+        db.autocommit = True
+        with db.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+                rows.append(cursor.fetchone() if cursor.description is not None else None)
+    return rows
+
+
+def create_schema(url: str) -> tuple[str, dict[str, Any]]:
+    """A new schema for the run: the URL that uses it, and what the server is."""
+    schema = f"tmd_bench_{secrets.token_hex(5)}"
+    (settings, _) = _sql(
+        url,
+        "SELECT current_setting('server_version'), current_setting('fsync'),"
+        " current_setting('synchronous_commit'), current_setting('wal_sync_method'),"
+        " current_setting('shared_buffers'), current_setting('max_connections')",
+        f"CREATE SCHEMA {schema}")
+    info: dict[str, Any] = dict(zip(
+        ("server_version", "fsync", "synchronous_commit", "wal_sync_method", "shared_buffers",
+         "max_connections"), settings, strict=True))
+    try:  # readable by superusers (and pg_read_all_settings), useful when the server is local
+        [(data_directory,)] = _sql(url, "SELECT current_setting('data_directory')")
+        if Path(data_directory).is_dir():
+            info["data_filesystem"] = filesystem_of(Path(data_directory))
+    except Exception:
+        pass
+    separator = "&" if "?" in url else "?"
+    schema_url = (f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
+                  f"&application_name={schema}")
+    return schema_url, {"where": describe(url), "schema": schema, **info}
+
+
+async def postgres(reactor: Any, options: argparse.Namespace, sizes: Sizes, directory: Path,
+                   report: dict[str, Any], errors: list[str],
+                   ) -> tuple[Bench | None, list[Daemon]]:
+    """
+    The post scenarios again, and cross-daemon delivery, on a fresh schema of
+    C{options.postgres}, dropped afterwards. The bench, and every daemon it ran.
+    """
+    where = describe(options.postgres)
+    try:
+        url, info = await deferToThread(create_schema, options.postgres)
+    except Exception as e:
+        errors.append(f"PostgreSQL at {where}: {type(e).__name__}: {str(e).strip()}")
+        return None, []
+    info["db_pool_size"] = options.db_pool_size
+    report["postgres"] = info
+    progress(f"PostgreSQL {info['server_version']} at {where}, schema {info['schema']}, "
+             f"fsync {info['fsync']}, synchronous_commit {info['synchronous_commit']}\n")
+    bench: Bench | None = None
+    if info["fsync"] != "on" or info["synchronous_commit"] == "off":
+        report["warnings"].append("PostgreSQL's commits are not durable (fsync "
+                                  f"{info['fsync']}, synchronous_commit "
+                                  f"{info['synchronous_commit']}): posts/s is flattered")
+    daemon = Daemon(reactor, directory, None, url, options.db_pool_size)
+    api: Api | None = None
+    try:
+        await daemon.start()
+        info["daemon"] = {"pid": daemon.pid, "port": daemon.port,
+                          "start_seconds": round(daemon.start_seconds, 3)}
+        progress(f"daemon pid {daemon.pid} on PostgreSQL listening on {daemon.url} "
+                 f"after {daemon.start_seconds:.2f} s\n")
+        api = Api(reactor, daemon.url, sizes.concurrency + 2)
+        bench = Bench(reactor, daemon, api, sizes, options.only, engine="postgresql",
+                      db_pool_size=options.db_pool_size)
+        await bounded(reactor, Deferred.fromCoroutine(bench.run()), sizes.deadline,
+                      "the PostgreSQL benchmark")
+    except Exception as e:
+        errors.append(f"PostgreSQL: {type(e).__name__}: {e}")
+    finally:
+        if api is not None:
+            await api.close()
+        daemons = [daemon, *(bench.others if bench is not None else [])]
+        for i, each in enumerate(daemons):
+            try:
+                memory = each.memory()
+                status = await each.stop()
+                if i == 0:
+                    info.setdefault("daemon", {}).update({**memory, "exit": list(status)})
+                if status not in ((0, None), (None, signal.SIGTERM)):
+                    errors.append(f"a PostgreSQL daemon exited uncleanly: code {status[0]}, "
+                                  f"signal {status[1]}")
+            except Exception as e:
+                errors.append(f"{type(e).__name__}: {e}")
+            problems = each.problems()
+            if problems:
+                errors.append(f"a PostgreSQL daemon logged {len(problems)} problem lines, "
+                              f"e.g. {problems[0]!r}")
+        try:
+            await deferToThread(_sql, options.postgres, f"DROP SCHEMA {info['schema']} CASCADE")
+        except Exception as e:
+            errors.append(f"dropping the schema {info['schema']}: {type(e).__name__}: {e}")
+    return bench, daemons
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -859,12 +1106,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, default=None,
                         help="run the daemon under cProfile (twistd --profiler=cprofile), "
                              "writing pstats to this file")
+    parser.add_argument("--postgres", metavar="URL", default=os.environ.get(POSTGRES_ENVIRONMENT),
+                        help="also bench PostgreSQL (post latency and throughput, cross-daemon"
+                             " delivery) on a fresh schema of this database, e.g."
+                             " postgresql://postgres@127.0.0.1:5432/test"
+                             f" [default: ${POSTGRES_ENVIRONMENT}]")
+    parser.add_argument("--db-pool-size", type=int, default=4,
+                        help="the PostgreSQL daemons' --db-pool-size [4]")
     parser.add_argument("--only", default="",
                         help="comma-separated scenarios to run, of: " + ", ".join(SCENARIOS))
     options = parser.parse_args(argv)
     options.only = frozenset(filter(None, options.only.split(",")))
     if options.only - set(SCENARIOS):
         parser.error(f"unknown scenarios {sorted(options.only - set(SCENARIOS))}")
+    if "cross" in options.only and not options.postgres:
+        parser.error(f"the cross scenario needs PostgreSQL: --postgres URL or "
+                     f"${POSTGRES_ENVIRONMENT}")
     if options.profile is not None:
         options.profile = options.profile.resolve()
     return options
