@@ -152,14 +152,10 @@ class Orderer:
             self._release(held.pop(self._last[room] + 1))
         if not held:
             self._held.pop(room, None)
-            timer = self._timers.pop(room, None)
-            if timer is not None and timer.active():
-                timer.cancel()
+            self._cancel_timer(room)
 
     def _give_up(self, room: int) -> None:
-        timer = self._timers.pop(room, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._cancel_timer(room)
         held = self._held.pop(room, {})
         for seq in sorted(held):
             self._release(held[seq])
@@ -167,6 +163,9 @@ class Orderer:
     def _forget(self, room: int) -> None:
         self._last.pop(room, None)
         self._held.pop(room, None)
+        self._cancel_timer(room)
+
+    def _cancel_timer(self, room: int) -> None:
         timer = self._timers.pop(room, None)
         if timer is not None and timer.active():
             timer.cancel()
