@@ -130,7 +130,7 @@ class MessageNoticeTests(SynchronousTestCase):
         self.assertEqual(notice(head, 42, tail), {
             "o": "o1", "k": "m", "r": 12, "n": "physics-101", "s": 42,
             "m": {"kind": "chat", "author": "ada", "body": 'say "hi"\n', "created_at": 5,
-                  "source": None}})
+                  "source": None, "participant_id": "p"}})
 
     def test_longest_chat_fits(self) -> None:
         """The longest chat message (1000 characters of four UTF-8 bytes each) still fits."""

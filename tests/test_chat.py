@@ -314,7 +314,9 @@ class PostTests(ChatTestCase):
         self.assertEqual((event.room_id, event.message, event.seq), (self.room.id, message, 1))
         self.assertEqual(json.loads(event.frame), {"type": "message", "message": {
             "seq": 1, "room": "physics-101", "kind": "chat", "author": "ada", "body": "hi",
-            "created_at": "2025-11-24T16:00:00.250Z", "source": None}})
+            "created_at": "2025-11-24T16:00:00.250Z", "source": None,
+            "participant_id": message.participant_id}})
+        self.assertIsNotNone(message.participant_id)
 
     def test_published_after_commit(self) -> None:
         """When the hub delivers a message, the store already holds it."""

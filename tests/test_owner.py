@@ -22,6 +22,10 @@ class OwnerTests(TestCase):
         self.tokens = await self.server.room_with("physics-101", "ada", lifetime=7200)
         _, other = await self.server.chat.create_room({"name": "chemistry"})
         self.tokens["other owner"] = other
+        room = await self.server.chat.room("physics-101")
+        ada = await self.server.chat.participant(room, self.tokens["ada"])
+        assert ada is not None
+        self.ada_id = ada.id
 
     async def posted(self, body: str) -> int:
         code, message = await self.http.call("POST", f"{ROOM}/messages", {"body": body},
@@ -34,6 +38,9 @@ class OwnerTests(TestCase):
         calls: list[tuple[str, str, Any]] = [
             ("PATCH", ROOM, {"state": "paused"}),
             ("DELETE", f"{ROOM}/messages/1", None),
+            ("GET", f"{ROOM}/participants", None),
+            ("POST", f"{ROOM}/participants/{self.ada_id}/mute", None),
+            ("DELETE", f"{ROOM}/participants/{self.ada_id}/mute", None),
             ("DELETE", ROOM, None),
         ]
         await self.posted("m1")
@@ -96,6 +103,34 @@ class OwnerTests(TestCase):
             code, error = await self.http.call("DELETE", f"{ROOM}/messages/{seq}",
                                                token=self.tokens["owner"])
             self.assertEqual((code, error["error"]["code"]), (status, error_code), seq)
+
+    async def test_mute(self) -> None:
+        """A muted participant reads but cannot post, over HTTP and the socket, until unmuted."""
+        owner, ada = self.tokens["owner"], self.tokens["ada"]
+        ada_id = self.ada_id
+        seq = await self.posted("before")
+        _, page = await self.http.call("GET", f"{ROOM}/messages")
+        self.assertEqual(page["messages"][0]["participant_id"], ada_id)
+        mute = f"{ROOM}/participants/{ada_id}/mute"
+        for _ in range(2):  # idempotent
+            self.assertEqual((await self.http.call("POST", mute, token=owner))[0], 204)
+        _, listed = await self.http.call("GET", f"{ROOM}/participants", token=owner)
+        self.assertEqual(listed, {"participants": [
+            {"id": ada_id, "nickname": "ada", "muted": True}]})
+        code, error = await self.http.call("POST", f"{ROOM}/messages", {"body": "x"}, token=ada)
+        self.assertEqual((code, error["error"]["code"]), (403, "muted"))
+        client = await connect(self.server.port, f"{ROOM}/live?token={ada}")
+        await client.wait_for(count("message", 1))
+        client.post("on the socket", "r1")
+        frames = await client.wait_for(count("error", 1))
+        self.assertEqual((frames[-1]["code"], frames[-1]["ref"]), ("muted", "r1"))
+        self.assertEqual((await self.http.call("DELETE", mute, token=owner))[0], 204)
+        self.assertEqual(await self.posted("after"), seq + 1)
+        for path in (f"{ROOM}/participants/nobody/mute", f"{ROOM}/participants/{'x' * 65}/mute",
+                     f"/api/v1/rooms/chemistry/participants/{ada_id}/mute"):
+            token = self.tokens["other owner"] if "chemistry" in path else owner
+            code, error = await self.http.call("POST", path, token=token)
+            self.assertEqual((code, error["error"]["code"]), (404, "not_found"), path)
 
     async def test_delete_room(self) -> None:
         """A deleted room is gone (404), its sockets are told and closed with 4404."""

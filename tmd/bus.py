@@ -82,6 +82,7 @@ def message_notice(origin: str, room: Room, new: NewMessage) -> tuple[str, str]:
     tail = ',"m":' + _dump({
         "kind": new.kind, "author": new.author, "body": new.body,
         "created_at": new.created_at, "source": new.source,
+        "participant_id": new.participant_id,
     }) + "}"
     if len(head.encode()) + 20 + len(tail.encode()) > NOTIFY_LIMIT:
         tail = "}"  # too big to carry: receivers fetch the row by its seq

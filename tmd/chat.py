@@ -59,6 +59,7 @@ MAX_TITLE = 200
 MAX_HASHTAGS = 10
 MAX_NICKNAME = 32
 MAX_PASSWORD = 200
+MAX_ID = 64
 
 
 def room_name(name: str) -> str:
@@ -255,12 +256,39 @@ class Chat:
             raise NotFound(f"There is no room '{name}'.")
         self._bus.publish(room_gone(room.id))
 
+    async def close_expired(self, limit: int) -> list[Room]:
+        """Close up to C{limit} rooms whose lifetime is over; their live clients are told."""
+        rooms = await self._store.close_expired(self.now_ms(), limit)
+        for room in rooms:
+            self._bus.publish(Event(room_id=room.id, frame=self.room_frame(room)))
+        return rooms
+
+    async def purge_expired(self, grace_ms: int, limit: int) -> list[Room]:
+        """Delete up to C{limit} rooms expired C{grace_ms} ago or more; their sockets close."""
+        rooms = await self._store.purge_expired(self.now_ms() - grace_ms, limit)
+        for room in rooms:
+            self._bus.publish(room_gone(room.id))
+        return rooms
+
     async def delete_message(self, name: str, token: str | None, seq: int) -> None:
         """Delete one message of a room; live clients get a C{deleted} frame."""
         room = await self.owned_room(name, token)
         if not await self._store.delete_message(room, seq):
             raise NotFound(f"There is no message {seq} in this room.")
         self._bus.publish(Event(room_id=room.id, frame=deleted_frame(seq)))
+
+    async def participants(self, name: str, token: str | None) -> list[Participant]:
+        """Everyone who joined the room, for its owner."""
+        room = await self.owned_room(name, token)
+        return await self._store.participants(room)
+
+    async def set_muted(self, name: str, token: str | None, participant_id: str,
+                        muted: bool) -> None:
+        """Mute or unmute a participant: a muted one reads along but cannot post."""
+        room = await self.owned_room(name, token)
+        if len(participant_id) > MAX_ID or not await self._store.set_muted(
+                room, participant_id, muted):
+            raise NotFound(f"There is no participant '{participant_id}' in this room.")
 
     def _check_post(self, room: Room, participant: Participant, body: str) -> None:
         state = room.state_at(self.now_ms())

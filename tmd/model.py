@@ -88,6 +88,8 @@ class Message:
     body: str
     created_at: int
     source: dict[str, Any] | None = None
+    participant_id: str | None = None
+    """Who posted a chat message: the owner mutes a participant by it."""
 
 
 @frozen

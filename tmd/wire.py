@@ -47,11 +47,17 @@ def message_json(message: Message) -> dict[str, Any]:
         "body": message.body,
         "created_at": timestamp(message.created_at),
         "source": message.source,
+        "participant_id": message.participant_id,
     }
 
 
 def participant_json(participant: Participant) -> dict[str, Any]:
     return {"id": participant.id, "nickname": participant.nickname}
+
+
+def moderated_participant_json(participant: Participant) -> dict[str, Any]:
+    """A participant as the room's owner sees it."""
+    return {**participant_json(participant), "muted": participant.muted}
 
 
 def error_json(error: ApiError) -> dict[str, Any]:

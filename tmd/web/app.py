@@ -26,7 +26,14 @@ from tmd.errors import (
 from tmd.store import IStore
 from tmd.web.errors import add_error_handling, json_response
 from tmd.web.openapi import openapi_document
-from tmd.wire import decode_object, encode, error_json, message_json, participant_json
+from tmd.wire import (
+    decode_object,
+    encode,
+    error_json,
+    message_json,
+    moderated_participant_json,
+    participant_json,
+)
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -138,6 +145,20 @@ class WebApp:
         if not (seq.isascii() and seq.isdigit()) or not 0 < int(seq) < 2**62:
             raise BadRequest("A message's seq is a positive integer.")
         await self._chat.delete_message(name, bearer_token(request), int(seq))
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/api/v1/rooms/<name>/participants", methods=["GET"])
+    async def participants(self, request: IRequest, name: str) -> bytes:
+        found = await self._chat.participants(name, bearer_token(request))
+        return json_response(request, 200, {
+            "participants": [moderated_participant_json(p) for p in found]})
+
+    @app.route("/api/v1/rooms/<name>/participants/<participant_id>/mute",
+               methods=["POST", "DELETE"])
+    async def mute(self, request: IRequest, name: str, participant_id: str) -> bytes:
+        muted = request.method == b"POST"
+        await self._chat.set_muted(name, bearer_token(request), participant_id, muted)
         request.setResponseCode(204)
         return b""
 

@@ -254,13 +254,24 @@ def _schemas() -> JSON:
                 "url": {"type": "string", "format": "uri"},
             }), "type": ["object", "null"],
                 "description": "Where a `social` message came from; null otherwise."},
+            "participant_id": {"type": ["string", "null"],
+                               "description": "The poster's participant id (`chat`), which"
+                               " the owner mutes by; null otherwise."},
         }, examples=[{
             "seq": 58, "room": "physics-101", "kind": "chat", "author": "ada",
             "body": "Is light a wave?", "created_at": "2026-11-24T17:05:00.000Z",
-            "source": None}]),
+            "source": None, "participant_id": "q4dW2s0bPk3Xy1mZ"}]),
         "Participant": _object({
             "id": {"type": "string"},
             "nickname": {"type": "string"},
+        }),
+        "Participants": _object({
+            "participants": {"type": "array", "description": "In the order they joined.",
+                             "items": _object({
+                                 "id": {"type": "string"},
+                                 "nickname": {"type": "string"},
+                                 "muted": {"type": "boolean"},
+                             })},
         }),
         "ErrorDetail": _object({
             "code": {"type": "string", "enum": list(_ERROR_CODES), "description": "; ".join(
@@ -373,6 +384,30 @@ def _paths() -> JSON:
                 {"204": {"description": "Deleted."}},
                 errors={400: ("bad_request",), 401: ("unauthorized",),
                         403: ("forbidden",), 404: ("not_found",)},
+                security=owner),
+        },
+        "/api/v1/rooms/{name}/participants": {"parameters": room, "get": _operation(
+            "listParticipants", "rooms", "List participants",
+            "The owner lists everyone who joined the room, muted or not.",
+            {"200": _json("The participants.", _schema("Participants"))},
+            errors={401: ("unauthorized",), 403: ("forbidden",), 404: ("not_found",)},
+            security=owner)},
+        "/api/v1/rooms/{name}/participants/{id}/mute": {
+            "parameters": [*room, {"name": "id", "in": "path", "required": True,
+                                   "description": "The participant's id.",
+                                   "schema": {"type": "string", "maxLength": 64}}],
+            "post": _operation(
+                "muteParticipant", "rooms", "Mute a participant",
+                "The owner mutes a participant: their posts are refused with `muted`"
+                " until they are unmuted; they can still read. Idempotent.",
+                {"204": {"description": "Muted."}},
+                errors={401: ("unauthorized",), 403: ("forbidden",), 404: ("not_found",)},
+                security=owner),
+            "delete": _operation(
+                "unmuteParticipant", "rooms", "Unmute a participant",
+                "The owner lets a muted participant post again. Idempotent.",
+                {"204": {"description": "Unmuted."}},
+                errors={401: ("unauthorized",), 403: ("forbidden",), 404: ("not_found",)},
                 security=owner),
         },
         "/api/v1/rooms/{name}/join": {"parameters": room, "post": _operation(
