@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -160,6 +160,22 @@ class StoreContractMixin(_TestCase):
         self.assertIsNone(await self.store.participant(two.id, b"1" * 32))
         self.assertIsNone(await self.store.participant(one.id, b"9" * 32))
 
+    async def test_participants_and_mute(self) -> None:
+        """C{participants} lists a room's people as they joined; C{set_muted} flips one."""
+        room, other = await self.create(), await self.create("other")
+        await self.store.add_participant(room.id, "p1", "ada", b"1" * 32, NOW)
+        await self.store.add_participant(room.id, "p2", "bob", b"2" * 32, NOW + 1)
+        await self.store.add_participant(other.id, "p3", "eve", b"3" * 32, NOW)
+        self.assertTrue(await self.store.set_muted(room, "p2", True))
+        listed = await self.store.participants(room)
+        self.assertEqual([(p.id, p.nickname, p.muted) for p in listed],
+                         [("p1", "ada", False), ("p2", "bob", True)])
+        self.assertTrue((await self.store.participant(room.id, b"2" * 32)).muted)
+        self.assertTrue(await self.store.set_muted(room, "p2", False))
+        self.assertFalse((await self.store.participant(room.id, b"2" * 32)).muted)
+        self.assertFalse(await self.store.set_muted(room, "p3", True))  # another room's
+        self.assertFalse(await self.store.set_muted(room, "nobody", True))
+
     async def test_post_seq(self) -> None:
         """Posts get seq 1, 2, 3 in order, and the room's last_seq follows."""
         room = await self.create()
@@ -173,8 +189,10 @@ class StoreContractMixin(_TestCase):
         message = await self.post(room, "Is light a wave?", author="ada", created_at=NOW + 5)
         self.assertEqual(
             (message.seq, message.room, message.kind, message.author, message.body,
-             message.created_at, message.source),
-            (1, "physics-101", "chat", "ada", "Is light a wave?", NOW + 5, None))
+             message.created_at, message.source, message.participant_id),
+            (1, "physics-101", "chat", "ada", "Is light a wave?", NOW + 5, None, "p-ada"))
+        [stored], _ = await self.store.messages(room, 0, 10)
+        self.assertEqual(stored, message)
 
     async def test_post_seq_per_room(self) -> None:
         """Each room counts its own seq: posts in one room leave no gaps in the other."""
@@ -228,6 +246,63 @@ class StoreContractMixin(_TestCase):
         self.assertIsNone(await self.store.participant(room.id, b"1" * 32))
         again = await self.create()
         self.assertEqual(await self.store.messages(again, 0, 10), ([], 0))
+
+    async def test_close_expired(self) -> None:
+        """
+        C{close_expired} closes the rooms expired by then (at the moment of expiry too) and
+        returns them as closed; rooms not expired and rooms closed already are left alone.
+        """
+        for name, expires_at in (("old", NOW - 1), ("due", NOW), ("live", NOW + 1)):
+            await self.create(name, expires_at=expires_at)
+        shut = await self.create("shut", expires_at=NOW - 1)
+        await self.store.update_room(shut, RoomChanges(
+            state="closed", title=shut.title, hashtags=shut.hashtags, expires_at=NOW - 1))
+        closed = await self.store.close_expired(NOW, 10)
+        self.assertEqual(sorted(room.name for room in closed), ["due", "old"])
+        for room in closed:
+            self.assertEqual(room.state, "closed")
+            self.assertEqual(await self.store.room(room.name), room)
+        self.assertEqual((await self.store.room("live")).state, "open")
+        self.assertEqual(await self.store.close_expired(NOW, 10), [])
+
+    async def test_close_expired_limit(self) -> None:
+        """C{close_expired} closes at most C{limit} rooms a call, the longest expired first."""
+        for i in range(5):
+            await self.create(f"room-{i}", expires_at=NOW - 5 + i)
+        batches = [await self.store.close_expired(NOW, 2) for _ in range(4)]
+        self.assertEqual([sorted(room.name for room in batch) for batch in batches],
+                         [["room-0", "room-1"], ["room-2", "room-3"], ["room-4"], []])
+
+    async def test_purge_expired(self) -> None:
+        """
+        C{purge_expired} deletes the rooms expired by then, closed or not, with their
+        messages and participants, and returns them; later ones stay.
+        """
+        old = await self.create("old", expires_at=NOW - 1)
+        await self.store.add_participant(old.id, "p1", "ada", b"1" * 32, NOW)
+        await self.post(old, "m1")
+        await self.create("due", expires_at=NOW)
+        await self.store.close_expired(NOW, 10)
+        await self.create("live", expires_at=NOW + 1)
+        purged = await self.store.purge_expired(NOW, 10)
+        self.assertEqual(sorted((room.name, room.last_seq) for room in purged),
+                         [("due", 0), ("old", 1)])
+        self.assertIsNone(await self.store.room("old"))
+        self.assertIsNone(await self.store.room("due"))
+        self.assertIsNone(await self.store.participant(old.id, b"1" * 32))
+        await self.assertFailure(self.store.messages(old, 0, 10), NotFound)
+        self.assertIsNotNone(await self.store.room("live"))
+        self.assertEqual(await self.store.purge_expired(NOW, 10), [])
+        again = await self.create("old")
+        self.assertEqual(await self.store.messages(again, 0, 10), ([], 0))
+
+    async def test_purge_expired_limit(self) -> None:
+        """C{purge_expired} deletes at most C{limit} rooms a call, the longest expired first."""
+        for i in range(3):
+            await self.create(f"room-{i}", expires_at=NOW - 3 + i)
+        batches = [await self.store.purge_expired(NOW, 2) for _ in range(3)]
+        self.assertEqual([sorted(room.name for room in batch) for batch in batches],
+                         [["room-0", "room-1"], ["room-2"], []])
 
     async def test_delete_message(self) -> None:
         """A deleted message is left out of listings; its seq stays used."""
@@ -331,6 +406,13 @@ class SQLiteStoreTests(StoreContractMixin, TestCase):
         messages, last_seq = resolve(self, again.messages(room, 0, 10))
         self.assertEqual(([m.body for m in messages], last_seq), (["kept"], 1))
 
+    def test_expiry_index(self) -> None:
+        """The reaper finds expired rooms through an index on C{expires_at}."""
+        plan = sqlite_execute(
+            self.path, "EXPLAIN QUERY PLAN SELECT id FROM rooms WHERE expires_at <= ?"
+            " AND state <> 'closed' ORDER BY expires_at LIMIT 100", NOW)
+        self.assertIn("rooms_expires_at", str(plan))
+
     def test_wal(self) -> None:
         """The file is in WAL mode, so other processes can read while tmd writes."""
         self.assertEqual(sqlite_execute(self.path, "PRAGMA journal_mode"), [("wal",)])
@@ -413,6 +495,34 @@ class PostgresStoreTests(StoreContractMixin, TestCase):
         posted = await self.post(room, "one")
         self.assertEqual(await self.store.message(room.id, 1), posted)
         self.assertIsNone(await self.store.message(room.id, 2))
+
+    async def test_reapers_race(self) -> None:
+        """
+        Daemons closing and purging expired rooms at once (each on its own store) take
+        each room once: what one has locked the others skip.
+        """
+        for i in range(40):
+            await self.create(f"room-{i}", expires_at=NOW - i)
+        stores = [self.store, await self.open_store(2), await self.open_store(2)]
+
+        async def drain(store: PostgresStore, reaping: str) -> list[str]:
+            taken: list[str] = []
+            while batch := await getattr(store, reaping)(NOW, 3):
+                taken += [room.name for room in batch]
+            return taken
+
+        for reaping in ("close_expired", "purge_expired"):
+            takers = [Deferred.fromCoroutine(drain(store, reaping)) for store in stores * 2]
+            taken = [name for names in await gatherResults(takers) for name in names]
+            self.assertEqual(sorted(taken), sorted(f"room-{i}" for i in range(40)), reaping)
+        self.assertEqual(execute(self.url, "SELECT count(*) FROM rooms"), [(0,)])
+
+    async def test_expiry_index(self) -> None:
+        """The reaper finds expired rooms through an index on C{expires_at}."""
+        rows = execute(self.url, "SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+                       "rooms_expires_at")
+        self.assertEqual(len(rows), 1)
+        self.assertIn("(expires_at)", rows[0][0])
 
     async def test_unreachable(self) -> None:
         """A server that cannot be reached fails C{open} with a 503 that says where, at once."""

@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.clients import Http, connect, count
 from tests.integration.daemon import CLEAN_STOP, Daemon
+from tmd.store.migrations import migrations
 
 
 def seqs(messages: list[dict[str, Any]]) -> list[int]:
@@ -117,4 +118,5 @@ class DaemonTests(TestCase):
         self.assertIn("tmd listening on TCP 0.0.0.0:8080", daemon.output)
         self.assertEqual(await daemon.stop(), CLEAN_STOP)
         with sqlite3.connect(directory / "tmd.sqlite3") as db:
-            self.assertEqual(db.execute("SELECT count(*) FROM schema_version").fetchone()[0], 1)
+            self.assertEqual(db.execute("SELECT count(*) FROM schema_version").fetchone()[0],
+                             len(migrations("sqlite")))

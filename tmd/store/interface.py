@@ -35,6 +35,12 @@ class IStore(Interface):
     def participant(room_id: int, token_hash: bytes) -> Deferred[Participant | None]:
         """The participant of C{room_id} holding the token with that hash, or None."""
 
+    def participants(room: Room) -> Deferred[list[Participant]]:
+        """Everyone who joined C{room}, in the order they joined."""
+
+    def set_muted(room: Room, participant_id: str, muted: bool) -> Deferred[bool]:
+        """Mute or unmute a participant of C{room}; False if there is no such participant."""
+
     def post(room: Room, new: NewMessage) -> Deferred[Message]:
         """
         Give C{new} the room's next seq and insert it, in one transaction; fires with
@@ -46,6 +52,15 @@ class IStore(Interface):
 
     def delete_room(room: Room) -> Deferred[bool]:
         """Delete the room and everything in it; False if it was gone already."""
+
+    def close_expired(now_ms: int, limit: int) -> Deferred[list[Room]]:
+        """
+        Close up to C{limit} rooms that expired by C{now_ms} and are not closed yet; the
+        rooms as closed. Each room is closed by one caller, however many race.
+        """
+
+    def purge_expired(before_ms: int, limit: int) -> Deferred[list[Room]]:
+        """Delete up to C{limit} rooms expired by C{before_ms}, with all in them; those rooms."""
 
     def delete_message(room: Room, seq: int) -> Deferred[bool]:
         """Mark a message deleted (its seq stays used); False if there is no such message."""

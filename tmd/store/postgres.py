@@ -94,12 +94,42 @@ SELECT seq, pg_notify(%(channel)s, %(head)s || seq || %(tail)s) FROM inserted
 """
 
 _MESSAGES = """
-SELECT r.last_seq, m.seq, m.kind, m.author, m.body, m.created_at, m.source
+SELECT r.last_seq, m.seq, m.kind, m.author, m.body, m.created_at, m.source, m.participant_id
 FROM rooms r LEFT JOIN LATERAL (
-    SELECT seq, kind, author, body, created_at, source FROM messages
+    SELECT seq, kind, author, body, created_at, source, participant_id FROM messages
     WHERE room_id = r.id AND seq > %(after)s AND NOT deleted ORDER BY seq LIMIT %(limit)s
 ) m ON true
 WHERE r.id = %(room_id)s ORDER BY m.seq
+"""
+
+# Rooms the reaper takes are locked and skipped by the others (SKIP LOCKED), so each room
+# is closed or purged by one daemon; each row notifies as bus.room_notice would.
+_CLOSE_EXPIRED = f"""
+WITH closed AS (
+    UPDATE rooms SET state = 'closed'
+    WHERE id IN (
+        SELECT id FROM rooms WHERE expires_at <= %(now)s AND state <> 'closed'
+        ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AND state <> 'closed'
+    RETURNING {_ROOM_COLUMNS}
+)
+SELECT closed.*, pg_notify(%(channel)s,
+                           json_build_object('o', %(origin)s, 'k', 'r', 'r', id, 'n', name)::text)
+FROM closed
+"""
+
+_PURGE_EXPIRED = f"""
+WITH purged AS (
+    DELETE FROM rooms
+    WHERE id IN (
+        SELECT id FROM rooms WHERE expires_at <= %(before)s
+        ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    )
+    RETURNING {_ROOM_COLUMNS}
+)
+SELECT purged.*, pg_notify(%(channel)s,
+                           json_build_object('o', %(origin)s, 'k', 'x', 'r', id, 'n', name)::text)
+FROM purged
 """
 
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionDone,
@@ -320,9 +350,10 @@ def _room(row: Sequence[Any]) -> Room:
 
 
 def _message(room_name: str, seq: int, kind: str, author: str | None, body: str,
-             created_at: int, source: dict[str, Any] | None) -> Message:
+             created_at: int, source: dict[str, Any] | None,
+             participant_id: str | None) -> Message:
     return Message(seq=seq, room=room_name, kind=kind, author=author, body=body,
-                   created_at=created_at, source=source)
+                   created_at=created_at, source=source, participant_id=participant_id)
 
 
 @implementer(IStore)
@@ -461,6 +492,21 @@ class PostgresStore:
         return Participant(id=id, room_id=room_id, nickname=nickname, muted=muted)
 
     @_deferred
+    async def participants(self, room: Room) -> list[Participant]:
+        rows = await self._query(
+            "SELECT id, nickname, muted FROM participants WHERE room_id = %s"
+            " ORDER BY created_at, id", (room.id,))
+        return [Participant(id=id, room_id=room.id, nickname=nickname, muted=muted)
+                for id, nickname, muted in rows]
+
+    @_deferred
+    async def set_muted(self, room: Room, participant_id: str, muted: bool) -> bool:
+        rows = await self._query(
+            "UPDATE participants SET muted = %s WHERE room_id = %s AND id = %s RETURNING id",
+            (muted, room.id, participant_id))
+        return bool(rows)
+
+    @_deferred
     async def post(self, room: Room, new: NewMessage) -> Message:
         head, tail = bus.message_notice(self.origin, room, new)
         rows = await self._query(_POST, {
@@ -472,7 +518,8 @@ class PostgresStore:
         if not rows:
             raise NotFound(f"There is no room '{room.name}'.")
         return Message(seq=rows[0][0], room=room.name, kind=new.kind, author=new.author,
-                       body=new.body, created_at=new.created_at, source=new.source)
+                       body=new.body, created_at=new.created_at, source=new.source,
+                       participant_id=new.participant_id)
 
     @_deferred
     async def update_room(self, room: Room, changed: RoomChanges) -> Room | None:
@@ -494,6 +541,18 @@ class PostgresStore:
         return bool(rows)
 
     @_deferred
+    async def close_expired(self, now_ms: int, limit: int) -> list[Room]:
+        rows = await self._query(_CLOSE_EXPIRED, {
+            "now": now_ms, "limit": limit, "channel": self.channel, "origin": self.origin})
+        return [_room(row[:-1]) for row in rows]
+
+    @_deferred
+    async def purge_expired(self, before_ms: int, limit: int) -> list[Room]:
+        rows = await self._query(_PURGE_EXPIRED, {
+            "before": before_ms, "limit": limit, "channel": self.channel, "origin": self.origin})
+        return [_room(row[:-1]) for row in rows]
+
+    @_deferred
     async def delete_message(self, room: Room, seq: int) -> bool:
         rows = await self._query(
             "WITH deleted AS (UPDATE messages SET deleted = true"
@@ -513,7 +572,7 @@ class PostgresStore:
     @_deferred
     async def message(self, room_id: int, seq: int) -> Message | None:
         rows = await self._query(
-            "SELECT r.name, m.seq, m.kind, m.author, m.body, m.created_at, m.source"
-            " FROM messages m JOIN rooms r ON r.id = m.room_id"
+            "SELECT r.name, m.seq, m.kind, m.author, m.body, m.created_at, m.source,"
+            " m.participant_id FROM messages m JOIN rooms r ON r.id = m.room_id"
             " WHERE m.room_id = %s AND m.seq = %s AND NOT m.deleted", (room_id, seq))
         return _message(*rows[0]) if rows else None

@@ -41,7 +41,7 @@ _ROOM_COLUMNS = (
     "id, name, title, state, created_at, expires_at, max_length, password_hash,"
     " owner_token_hash, hashtags, last_seq"
 )
-_MESSAGE_COLUMNS = "seq, kind, author, body, created_at, source"
+_MESSAGE_COLUMNS = "seq, kind, author, body, created_at, source, participant_id"
 
 
 class Pool(Protocol):
@@ -71,6 +71,7 @@ def _message(room_name: str, row: sqlite3.Row) -> Message:
         seq=row["seq"], room=room_name, kind=row["kind"], author=row["author"],
         body=row["body"], created_at=row["created_at"],
         source=json.loads(source) if source is not None else None,
+        participant_id=row["participant_id"],
     )
 
 
@@ -196,6 +197,25 @@ class SQLiteStore:
 
         return self._run(select)
 
+    def participants(self, room: Room) -> Deferred[list[Participant]]:
+        def select(db: sqlite3.Connection) -> list[Participant]:
+            rows = db.execute(
+                "SELECT id, nickname, muted FROM participants WHERE room_id = ?"
+                " ORDER BY created_at, rowid", (room.id,)).fetchall()
+            return [Participant(id=r["id"], room_id=room.id, nickname=r["nickname"],
+                                muted=bool(r["muted"])) for r in rows]
+
+        return self._run(select)
+
+    def set_muted(self, room: Room, participant_id: str, muted: bool) -> Deferred[bool]:
+        def update(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                return db.execute(
+                    "UPDATE participants SET muted = ? WHERE room_id = ? AND id = ?",
+                    (int(muted), room.id, participant_id)).rowcount > 0
+
+        return self._run(update)
+
     def post(self, room: Room, new: NewMessage) -> Deferred[Message]:
         def insert(db: sqlite3.Connection) -> Message:
             with _transaction(db):
@@ -213,7 +233,8 @@ class SQLiteStore:
                      new.created_at, json.dumps(new.source) if new.source is not None else None),
                 )
             return Message(seq=seq, room=room.name, kind=new.kind, author=new.author,
-                           body=new.body, created_at=new.created_at, source=new.source)
+                           body=new.body, created_at=new.created_at, source=new.source,
+                           participant_id=new.participant_id)
 
         return self._run(insert)
 
@@ -236,6 +257,28 @@ class SQLiteStore:
                 return db.execute("DELETE FROM rooms WHERE id = ?", (room.id,)).rowcount > 0
 
         return self._run(delete)
+
+    def close_expired(self, now_ms: int, limit: int) -> Deferred[list[Room]]:
+        def close(db: sqlite3.Connection) -> list[Room]:
+            with _transaction(db):
+                rows = db.execute(
+                    "UPDATE rooms SET state = 'closed' WHERE id IN (SELECT id FROM rooms"
+                    " WHERE expires_at <= ? AND state <> 'closed' ORDER BY expires_at LIMIT ?)"
+                    f" RETURNING {_ROOM_COLUMNS}", (now_ms, limit)).fetchall()
+            return [_room(row) for row in rows]
+
+        return self._run(close)
+
+    def purge_expired(self, before_ms: int, limit: int) -> Deferred[list[Room]]:
+        def purge(db: sqlite3.Connection) -> list[Room]:
+            with _transaction(db):
+                rows = db.execute(
+                    "DELETE FROM rooms WHERE id IN (SELECT id FROM rooms"
+                    " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
+                    f" RETURNING {_ROOM_COLUMNS}", (before_ms, limit)).fetchall()
+            return [_room(row) for row in rows]
+
+        return self._run(purge)
 
     def delete_message(self, room: Room, seq: int) -> Deferred[bool]:
         def delete(db: sqlite3.Connection) -> bool:
