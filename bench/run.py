@@ -182,6 +182,8 @@ class Daemon:
         if profile is not None:  # twistd's own profiler writes its file before it exits
             self.args += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
         self.args += ["tmd", "--listen", "tcp:0:interface=127.0.0.1", "--database", self.database]
+        for limit in ("participant_posts", "address_posts", "address_joins", "address_rooms"):
+            self.args += ["--limit", f"{limit}=off"]  # one address measures capacity, not limits
         if db_pool_size is not None:
             self.args += ["--db-pool-size", str(db_pool_size)]
         self.port = 0

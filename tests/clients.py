@@ -71,8 +71,8 @@ class LiveClient(WebSocketClientProtocol):
 class LiveClientFactory(WebSocketClientFactory):
     protocol = LiveClient
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url, reactor=reactor)
+    def __init__(self, url: str, origin: str | None = None) -> None:
+        super().__init__(url, reactor=reactor, origin=origin)
         self.opened: Deferred[LiveClient] = Deferred()
 
 
@@ -80,9 +80,12 @@ async def _value(value: Any) -> Any:
     return value
 
 
-async def connect(port: int, path: str) -> LiveClient:
-    """Open a websocket to C{ws://127.0.0.1:port/path}; fires once the handshake is done."""
-    factory = LiveClientFactory(f"ws://127.0.0.1:{port}{path}")
+async def connect(port: int, path: str, origin: str | None = None) -> LiveClient:
+    """
+    Open a websocket to C{ws://127.0.0.1:port/path}, as a page from C{origin} if given;
+    fires once the handshake is done.
+    """
+    factory = LiveClientFactory(f"ws://127.0.0.1:{port}{path}", origin)
     await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
     return await factory.opened.addTimeout(TIMEOUT, reactor)
 

@@ -13,6 +13,7 @@ from typing import Any
 from attrs import define
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -21,6 +22,7 @@ from tests.helpers import in_thread_now, open_store
 from tmd.bus import Bus, LocalBus, PostgresBus
 from tmd.chat import Chat
 from tmd.hub import Hub
+from tmd.limits import RateLimiter
 from tmd.store import IStore
 from tmd.store.postgres import PostgresStore
 from tmd.web import WebService
@@ -51,10 +53,13 @@ class Server:
         return tokens
 
 
-async def start_server(test: TestCase, store: IStore | None = None) -> Server:
+async def start_server(test: TestCase, store: IStore | None = None,
+                       clock: IReactorTime | None = None,
+                       limiter: RateLimiter | None = None) -> Server:
     """
     Start the web service on a free port; it stops when the test ends. The store is
-    a new SQLite file, or C{store} (open); on PostgreSQL, with the Bus.
+    a new SQLite file, or C{store} (open); on PostgreSQL, with the Bus. The chat core
+    reads the time from C{clock} (default: the reactor). No rate limits, unless C{limiter}.
     """
     if store is None:
         store = open_store(test)
@@ -65,7 +70,8 @@ async def start_server(test: TestCase, store: IStore | None = None) -> Server:
         bus = PostgresBus(store, hub, hub_clock)
         await bus.start()
         test.addCleanup(bus.stop)
-    chat = Chat(store, hub, reactor, in_thread_now, bus)
+    chat = Chat(store, hub, clock if clock is not None else reactor, in_thread_now, bus,
+                limiter)
     web = WebService(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), chat, store, hub,
                      reactor)
     await web.startService()

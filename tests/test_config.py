@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tmd.config import DEFAULT_DATABASE, DEFAULT_LISTEN, Config, ConfigError, load
+from tmd.limits import Limits, Rate
 
 FULL = """\
 listen = "tcp:9000:interface=127.0.0.1"
@@ -144,8 +146,78 @@ class LoadTests(SynchronousTestCase):
         self.assertIn(path, message)
         self.assertIn("'listen_port'", message)
 
+    def test_purge_after(self) -> None:
+        """C{purge_after} is 7 days unless the file or the command line says otherwise."""
+        self.assertEqual(load({}).purge_after, 7 * 86_400)
+        path = self.write("purge_after = 3600\n")
+        self.assertEqual(load({"config": path}).purge_after, 3600)
+        self.assertEqual(load({"config": path, "purge-after": "0"}).purge_after, 0)
+        self.assertEqual(load({"purge-after": "315360000"}).purge_after, 10 * 365 * 86_400)
+
+    def test_purge_after_refused(self) -> None:
+        """A negative, oversized or non-numeric C{purge_after} is refused, saying the range."""
+        for value in ("-1", "315360001", "a week", "1.5"):
+            message = self.refused({"purge-after": value})
+            self.assertIn("purge_after (--purge-after) must be a number of seconds from 0 to"
+                          f" 315360000 (10 years), not {value!r}", message)
+        self.assertIn("from 0 to", self.refused({"config": self.write("purge_after = -5\n")}))
+        for text in ('purge_after = "7d"\n', "purge_after = true\n", "purge_after = 1.5\n"):
+            path = self.write(text)
+            self.assertIn(f"In {path}, 'purge_after' must be an integer", self.refused(
+                {"config": path}))
+
     def test_frozen(self) -> None:
         """The configuration cannot be changed once loaded."""
         config = load({})
         with self.assertRaises(AttributeError):
             config.listen = "tcp:1"  # type: ignore[misc]
+
+
+class LimitsTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp() + ".toml"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def test_defaults(self) -> None:
+        """Without settings, every limit has its default, and none is off."""
+        self.assertEqual(load({}).limits, Limits())
+        self.assertNotIn(None, attrs.astuple(Limits(), recurse=False))
+
+    def test_table_and_options(self) -> None:
+        """A [limits] table sets rates; --limit options override it; C{off} turns one off."""
+        path = self.write('[limits]\nparticipant_posts = "5/10s"\naddress_rooms = "off"\n')
+        config = load({"config": path, "limits": ["participant_posts=7/1m"]})
+        self.assertEqual(config.limits, Limits(participant_posts=Rate(7, 60), address_rooms=None))
+        self.assertNotIn("limits", config.sections)
+
+    def test_errors(self) -> None:
+        """Unknown names, wrong types and malformed rates are ConfigErrors saying what is wrong."""
+        for options, expected in [
+            ({"limits": ["posts=1/1s"]}, "no rate limit 'posts'; the limits are participant_posts"),
+            ({"limits": ["address_posts=fast"]}, "address_posts: 'fast' is not a rate"),
+            ({"config": self.write("[limits]\naddress_posts = 5\n")}, "must be a string"),
+            ({"config": self.write("limits = [1]\n")}, "'limits' must be a table"),
+        ]:
+            self.assertIn(expected, str(self.assertRaises(ConfigError, load, options)), options)
+
+
+class OriginsTests(SynchronousTestCase):
+    def test_origins(self) -> None:
+        """allowed_origins (TOML list) and --allow-origin are kept; public_url is checked."""
+        path = self.mktemp() + ".toml"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('allowed_origins = ["https://a.example.org"]\n')
+        config = load({"config": path, "allowed_origins": ["http://b.example.org:8080"]})
+        self.assertEqual(config.allowed_origins,
+                         ("https://a.example.org", "http://b.example.org:8080"))
+        self.assertNotIn("allowed_origins", config.sections)
+
+    def test_errors(self) -> None:
+        """Origins and public URLs that are not http(s) with a host are refused."""
+        for options, expected in [
+            ({"allowed_origins": ["chat.example.org"]}, "'chat.example.org' is not an http(s)"),
+            ({"public-url": "ftp://x"}, "public_url 'ftp://x' is not an http(s) URL"),
+        ]:
+            self.assertIn(expected, str(self.assertRaises(ConfigError, load, options)))

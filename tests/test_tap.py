@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import ImmediatePool, database_path
 from tmd.config import Config
+from tmd.limits import Rate
 from tmd.tap import Options, build
 from tmd.web import WebService
 
@@ -60,6 +61,15 @@ class OptionsTests(SynchronousTestCase):
             ("tcp:9000:interface=127.0.0.1", "sqlite:/tmp/x.sqlite3", "https://chat.example.org",
              ()))
 
+    def test_limits(self) -> None:
+        """--limit NAME=RATE sets a rate limit (repeatable); a malformed one is a usage error."""
+        config = parse("--limit", "address_posts=off", "--limit", "address_rooms=3/1h").config
+        assert config is not None
+        self.assertEqual((config.limits.address_posts, config.limits.address_rooms),
+                         (None, Rate(3, 3600)))
+        self.assertIn("NAME=RATE", self.refused("--limit", "address_posts"))
+        self.assertIn("is not a rate", self.refused("--limit", "address_posts=lots"))
+
     def test_unknown_plugin(self) -> None:
         """Asking for a plugin that is not installed is a usage error naming it."""
         self.assertIn("'irc'", self.refused("--plugin", "irc", "--plugin", "twitter"))
@@ -93,6 +103,14 @@ class OptionsTests(SynchronousTestCase):
         for size in ("0", "101", "many"):
             self.assertIn("pool size", self.refused("--db-pool-size", size))
         self.assertIn("/no/such/file", self.refused("--db-password-file", "/no/such/file"))
+
+    def test_purge_after(self) -> None:
+        """--purge-after sets the seconds between expiry and deletion; bad values are refused."""
+        config = parse("--purge-after", "3600").config
+        assert config is not None
+        self.assertEqual(config.purge_after, 3600)
+        for value in ("-1", "315360001", "soon"):
+            self.assertIn("--purge-after", self.refused("--purge-after", value))
 
     def test_unknown_option(self) -> None:
         """An option tmd does not have is a UsageError."""
@@ -130,9 +148,10 @@ class BuildTests(SynchronousTestCase):
         self.config = Config(listen="tcp:8123", database="sqlite:" + database_path(self))
 
     def test_children(self) -> None:
-        """The root service starts store, hub and web, in that order."""
+        """The root service starts store, hub, bus, reaper and web, in that order."""
         root = build(self.config, self.reactor)
-        self.assertEqual([service.name for service in root], ["store", "hub", "bus", "web"])
+        self.assertEqual([service.name for service in root],
+                         ["store", "hub", "bus", "reaper", "web"])
         self.assertIsInstance(root.getServiceNamed("web"), WebService)
 
     def test_nothing_done(self) -> None:

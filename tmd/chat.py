@@ -33,6 +33,7 @@ from tmd.errors import (
     Unauthorized,
 )
 from tmd.hub import Hub
+from tmd.limits import NO_LIMITS, RateLimiter
 from tmd.model import Event, Message, NewMessage, NewRoom, Participant, Room, RoomChanges
 from tmd.store import IStore
 from tmd.wire import (
@@ -111,12 +112,13 @@ class Chat:
     """Rooms, participants and posts; every method validates its input first."""
 
     def __init__(self, store: IStore, hub: Hub, clock: IReactorTime, in_thread: InThread,
-                 bus: Bus | None = None) -> None:
+                 bus: Bus | None = None, limiter: RateLimiter | None = None) -> None:
         self._store = store
         self._hub = hub
         self._clock = clock
         self._in_thread = in_thread
         self._bus = bus if bus is not None else LocalBus(hub)
+        self._limiter = limiter if limiter is not None else RateLimiter(NO_LIMITS, clock)
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -124,8 +126,13 @@ class Chat:
     def room_json(self, room: Room) -> dict[str, Any]:
         return room_json(room, self._hub.online(room.id), self.now_ms())
 
-    async def create_room(self, request: dict[str, Any]) -> tuple[Room, str]:
-        """Create a room; returns it with its owner token, which is never shown again."""
+    async def create_room(self, request: dict[str, Any], address: str | None = None,
+                          ) -> tuple[Room, str]:
+        """
+        Create a room; returns it with its owner token, which is never shown again.
+        C{address} is whom the client's address stands for, for rate limits.
+        """
+        self._limiter.create_room(address)
         name = room_name(required(request, "name", str))
         title = clean_text(field_of(request, "title", str, "") or "") or name
         if len(title) > MAX_TITLE:
@@ -156,8 +163,10 @@ class Chat:
             raise NotFound(f"There is no room '{name}'.")
         return room
 
-    async def join(self, room: Room, request: dict[str, Any]) -> tuple[Participant, str]:
+    async def join(self, room: Room, request: dict[str, Any], address: str | None = None,
+                   ) -> tuple[Participant, str]:
         """Join C{room} under a nickname; returns the participant and its token."""
+        self._limiter.join(address)
         nickname = clean_text(required(request, "nickname", str))
         if not 1 <= len(nickname) <= MAX_NICKNAME or "\n" in nickname or "\t" in nickname:
             raise BadRequest(f"A nickname is 1 to {MAX_NICKNAME} characters on one line.")
@@ -198,15 +207,18 @@ class Chat:
     async def messages(self, room: Room, after: int, limit: int) -> tuple[list[Message], int]:
         return await self._store.messages(room, after, limit)
 
-    async def post(self, name: str, token: str | None, request: dict[str, Any]) -> Message:
+    async def post(self, name: str, token: str | None, request: dict[str, Any],
+                   address: str | None = None) -> Message:
         """Post C{request["body"]} as the holder of C{token}; fans it out once committed."""
         if token is None:
             raise Unauthorized("Join the room to post: send your participant token.")
         body = clean_text(required(request, "body", str))
+        self._limiter.post_from(address)
         room = await self.room(name)
         participant = await self.participant(room, token)
         assert participant is not None  # a token that finds no one is refused above
         self._check_post(room, participant, body)
+        self._limiter.post_by(participant.id)
         message = await self._store.post(room, NewMessage(
             kind="chat", author=participant.nickname, participant_id=participant.id, body=body,
             created_at=self.now_ms()))

@@ -9,10 +9,13 @@ as they are for their own services to read.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, fields, frozen
+
+from tmd.limits import Limits, Rate
+from tmd.origins import origin
 
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_DATABASE = "sqlite:tmd.sqlite3"
@@ -24,6 +27,8 @@ class ConfigError(ValueError):
 
 DEFAULT_DB_POOL_SIZE = 4
 MAX_DB_POOL_SIZE = 100
+DEFAULT_PURGE_AFTER = 7 * 86_400
+MAX_PURGE_AFTER = 10 * 365 * 86_400
 
 
 @frozen
@@ -37,11 +42,16 @@ class Config:
     """Read from C{db_password_file} at start; else libpq finds it (URL, PGPASSWORD, .pgpass)."""
     plugins: tuple[str, ...] = ()
     sections: Mapping[str, Any] = field(factory=dict, repr=False)
+    limits: Limits = field(factory=Limits)
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (C{https://host[:port]}) whose pages may open live sockets, besides public_url's."""
+    purge_after: int = DEFAULT_PURGE_AFTER
+    """Seconds after a room expires before it is deleted with its messages (0: at once)."""
 
 
 _TOP_LEVEL: dict[str, type] = {
     "listen": str, "database": str, "public_url": str, "db_pool_size": int,
-    "db_password_file": str,
+    "db_password_file": str, "purge_after": int,
 }
 
 
@@ -72,7 +82,14 @@ def load(options: Mapping[str, Any]) -> Config:
         value = options.get(key.replace("_", "-"))
         if value is not None:
             settings[key] = value
+    settings["allowed_origins"] = _origins(
+        sections.pop("allowed_origins", []), options.get("allowed_origins", ()))
+    if settings.get("public_url") and origin(settings["public_url"]) is None:
+        raise ConfigError(f"public_url {settings['public_url']!r} is not an http(s) URL with a"
+                          " host, such as https://chat.example.org.")
+    settings["limits"] = _limits(sections.pop("limits", {}), options.get("limits", ()))
     settings["db_pool_size"] = _pool_size(settings.get("db_pool_size", DEFAULT_DB_POOL_SIZE))
+    settings["purge_after"] = _purge_after(settings.get("purge_after", DEFAULT_PURGE_AFTER))
     if settings.get("db_password_file"):
         settings["db_password"] = read_secret(settings["db_password_file"])
     return Config(plugins=tuple(options.get("plugins", ())), sections=sections, **settings)
@@ -89,6 +106,52 @@ def _pool_size(value: int | str) -> int:
     if not 1 <= size <= MAX_DB_POOL_SIZE:
         raise ConfigError(f"The database pool size must be from 1 to {MAX_DB_POOL_SIZE}.")
     return size
+
+
+def _purge_after(value: int | str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= MAX_PURGE_AFTER:
+        raise ConfigError(
+            f"purge_after (--purge-after) must be a number of seconds from 0 to {MAX_PURGE_AFTER}"
+            f" (10 years), not {value!r}.")
+    return seconds
+
+
+def _limits(table: Any, overrides: Iterable[str]) -> Limits:
+    """The rate limits: the C{[limits]} table, then C{--limit NAME=RATE} options."""
+    if not isinstance(table, dict):
+        raise ConfigError("'limits' must be a table: [limits].")
+    rates = {**table, **dict(o.partition("=")[::2] for o in overrides)}
+    names = [a.name for a in fields(Limits)]
+    chosen: dict[str, Rate | None] = {}
+    for name, text in rates.items():
+        if name not in names:
+            raise ConfigError(
+                f"There is no rate limit {name!r}; the limits are {', '.join(names)}.")
+        if not isinstance(text, str):
+            raise ConfigError(f"The limit {name} must be a string such as \"10/15s\" or \"off\".")
+        try:
+            chosen[name] = Rate.parse(text)
+        except ValueError as e:
+            raise ConfigError(f"The limit {name}: {e}.") from None
+    return evolve(Limits(), **chosen)
+
+
+def _origins(listed: Any, options: Iterable[str]) -> tuple[str, ...]:
+    """The allowed origins, each checked: the TOML list, then C{--allow-origin}."""
+    if not isinstance(listed, list):
+        raise ConfigError("'allowed_origins' must be a list of origins such as"
+                          ' ["https://chat.example.org"].')
+    found = []
+    for value in [*listed, *options]:
+        if not isinstance(value, str) or origin(value) is None:
+            raise ConfigError(f"The allowed origin {value!r} is not an http(s) origin such as"
+                              " https://chat.example.org.")
+        found.append(value)
+    return tuple(found)
 
 
 def read_secret(path: str) -> str:

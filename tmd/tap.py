@@ -1,7 +1,7 @@
 """
 C{twistd tmd}: the command-line options and the wiring of every service.
 
-C{build} is the one place where the services meet: store, hub, chat core, web.
+C{build} is the one place where the services meet: store, hub, chat core, reaper, web.
 """
 
 from __future__ import annotations
@@ -21,9 +21,19 @@ from twisted.python.failure import Failure
 from tmd import __version__
 from tmd.bus import Bus, LocalBus, PostgresBus
 from tmd.chat import Chat
-from tmd.config import DEFAULT_DATABASE, DEFAULT_DB_POOL_SIZE, DEFAULT_LISTEN, Config, load
+from tmd.config import (
+    DEFAULT_DATABASE,
+    DEFAULT_DB_POOL_SIZE,
+    DEFAULT_LISTEN,
+    DEFAULT_PURGE_AFTER,
+    Config,
+    load,
+)
 from tmd.errors import ApiError
 from tmd.hub import Hub
+from tmd.limits import RateLimiter
+from tmd.origins import origin
+from tmd.reaper import Reaper
 from tmd.service import Lifecycle, Sequence
 from tmd.store import store_for
 from tmd.store.postgres import PostgresStore
@@ -50,6 +60,9 @@ class Options(usage.Options):
          f"Connections to PostgreSQL per daemon [default: {DEFAULT_DB_POOL_SIZE}]"],
         ["db-password-file", None, None,
          "A file holding the PostgreSQL password (else the URL, PGPASSWORD or ~/.pgpass)."],
+        ["purge-after", None, None,
+         f"Seconds after a room expires (and closes) before it and its messages are deleted;"
+         f" 0 deletes at once [default: {DEFAULT_PURGE_AFTER}, 7 days]"],
         ["config", None, None, "A TOML configuration file."],
         ["public-url", None, None,
          "The URL people use to reach this daemon (for links), e.g. https://chat.example.org"],
@@ -58,7 +71,27 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["plugins"] = []
+        self["limits"] = []
+        self["allowed_origins"] = []
         self.config: Config | None = None
+
+    def opt_limit(self, setting: str) -> None:
+        """
+        Set a rate limit, NAME=COUNT/PERIOD or NAME=off (repeatable), e.g.
+        participant_posts=10/15s. NAME is participant_posts, address_posts, address_joins or
+        address_rooms; see the README for the defaults.
+        """
+        if "=" not in setting:
+            raise usage.UsageError(
+                f"--limit {setting!r}: write NAME=RATE, e.g. address_rooms=20/1h.")
+        self["limits"].append(setting)
+
+    def opt_allow_origin(self, origin: str) -> None:
+        """
+        Let pages from ORIGIN (https://host[:port]) open live sockets (repeatable). Allowed
+        without it: public_url's origin if set, else the host the request was sent to.
+        """
+        self["allowed_origins"].append(origin)
 
     def opt_plugin(self, name: str) -> None:
         """Enable the plugin NAME (repeatable)."""
@@ -104,16 +137,25 @@ def build(config: Config, reactor: Any) -> Sequence:
     if isinstance(store, PostgresStore):
         bus = PostgresBus(store, hub, reactor)
     in_thread = partial(deferToThreadPool, reactor, reactor.getThreadPool())
-    chat = Chat(store, hub, reactor, in_thread, bus)
+    chat = Chat(store, hub, reactor, in_thread, bus, RateLimiter(config.limits, reactor))
     root = Sequence()
     Lifecycle("store", store.open, store.close).setServiceParent(root)
     Lifecycle("hub", lambda: None, hub.stop).setServiceParent(root)
     Lifecycle("bus", bus.start, bus.stop).setServiceParent(root)
-    web = WebService(serverFromString(reactor, config.listen), chat, store, hub, reactor)
+    reaper = Reaper(chat, reactor, config.purge_after)
+    Lifecycle("reaper", reaper.start, reaper.stop).setServiceParent(root)
+    web = WebService(serverFromString(reactor, config.listen), chat, store, hub, reactor,
+                     live_origins(config))
     web.setName("web")
     web.setServiceParent(root)
     root.started.addErrback(_abort, reactor)
     return root
+
+
+def live_origins(config: Config) -> frozenset[str]:
+    """The origins whose pages may open live sockets; none means the request's own host."""
+    listed = [*config.allowed_origins, *([config.public_url] if config.public_url else [])]
+    return frozenset(filter(None, map(origin, listed)))
 
 
 def _abort(failure: Failure, reactor: Any) -> None:

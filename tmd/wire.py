@@ -85,7 +85,11 @@ def presence_frame(online: int) -> bytes:
 
 
 def error_frame(error: ApiError, ref: str | None) -> bytes:
-    return encode({"type": "error", "ref": ref, "code": error.code, "message": error.message})
+    frame: dict[str, Any] = {
+        "type": "error", "ref": ref, "code": error.code, "message": error.message}
+    if error.retry_after is not None:
+        frame["retry_after"] = error.retry_after
+    return encode(frame)
 
 
 def decode_object(data: bytes) -> dict[str, Any]:

@@ -59,10 +59,15 @@ def online(n: int) -> Callable[[Frames], bool]:
     return check
 
 
+UNLIMITED_POSTS = ("--limit", "participant_posts=off", "--limit", "address_posts=off")
+"""These tests post as fast as loopback allows, from one address: no rate limits."""
+
+
 async def two_daemons(test: TestCase, database: str) -> tuple[Daemon, Daemon]:
     """Two daemons on C{database}, started at once (they migrate an empty schema together)."""
     a, b = await gatherResults([
-        Deferred.fromCoroutine(Daemon.start(test, "--database", database)) for _ in range(2)])
+        Deferred.fromCoroutine(Daemon.start(test, "--database", database, *UNLIMITED_POSTS))
+        for _ in range(2)])
     return a, b
 
 

@@ -43,10 +43,10 @@ class WebService(Service):
     log = Logger()
 
     def __init__(self, endpoint: IStreamServerEndpoint, chat: Chat, store: IStore, hub: Hub,
-                 reactor: IReactorTime) -> None:
+                 reactor: IReactorTime, origins: frozenset[str] = frozenset()) -> None:
         self._endpoint = endpoint
         self._reactor = reactor
-        self.live = LiveFactory(chat, hub, reactor)
+        self.live = LiveFactory(chat, hub, reactor, origins)
         app = WebApp(chat, store, WebSocketResource(self.live), static_dir())
         self.site = Site(app.app.resource(), requestFactory=LimitedRequest,
                          logFormatter=access_log_line)

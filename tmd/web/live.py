@@ -23,9 +23,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tmd.chat import Chat
-from tmd.errors import ApiError, BadRequest, NotFound, Unavailable
+from tmd.errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable
 from tmd.hub import Hub
+from tmd.limits import address_key
 from tmd.model import Event, Message, Room
+from tmd.origins import origin_allowed
 from tmd.wire import decode_object, encode, error_frame, message_frame, participant_json
 
 MAX_FRAME = 64 * 1024
@@ -51,23 +53,29 @@ class LiveProtocol(WebSocketServerProtocol):
         self._room: Room | None = None
         self._token: str | None = None
         self._since: int | None = None
-        self._query_error: ApiError | None = None
+        self._refusal: ApiError | None = None
         self._last_seq = 0
         self._catching_up = True
         self._pending: list[Event] = []
 
     def onConnect(self, request: ConnectionRequest) -> None:
+        assert self.transport is not None
+        self._address = address_key(self.transport.getPeer())
         # The path is /api/v1/rooms/{name}/live: the route matched it already.
         self._name = unquote(request.path.split("/")[4])
         params = request.params
         self._token = params["token"][0] if params.get("token") else None
+        if not origin_allowed(request.headers.get("origin"), request.headers.get("host"),
+                              self.factory.origins):
+            self._refusal = Forbidden("This page may not open this room's live view.")
+            return
         if params.get("since"):
             try:
                 self._since = int(params["since"][0])
                 if self._since < 0:
                     raise ValueError
             except ValueError:
-                self._query_error = BadRequest("'since' must be a non-negative integer.")
+                self._refusal = BadRequest("'since' must be a non-negative integer.")
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
@@ -75,8 +83,8 @@ class LiveProtocol(WebSocketServerProtocol):
 
     async def _open(self) -> None:
         try:
-            if self._query_error is not None:
-                raise self._query_error
+            if self._refusal is not None:
+                raise self._refusal
             room = await self.factory.chat.room(self._name)
             you = await self.factory.chat.check_read(room, self._token)
         except ApiError as e:
@@ -202,7 +210,8 @@ class LiveProtocol(WebSocketServerProtocol):
     async def _post(self, ref: str | None, frame: dict[str, Any]) -> None:
         assert self._room is not None
         try:
-            message = await self.factory.chat.post(self._room.name, self._token, frame)
+            message = await self.factory.chat.post(
+                self._room.name, self._token, frame, self._address)
         except ApiError as e:
             if self._can_send():
                 self.sendMessage(error_frame(e, ref))
@@ -223,10 +232,13 @@ class LiveFactory(WebSocketServerFactory):
 
     protocol = LiveProtocol  # type: ignore[assignment]
 
-    def __init__(self, chat: Chat, hub: Hub, reactor: IReactorTime) -> None:
+    def __init__(self, chat: Chat, hub: Hub, reactor: IReactorTime,
+                 origins: frozenset[str] = frozenset()) -> None:
         super().__init__(reactor=reactor)
         self.chat = chat
         self.hub = hub
+        self.origins = origins
+        """The origins whose pages may open sockets; none: the host itself only."""
         self.connections: set[LiveProtocol] = set()
         self._prepared_event: Event | None = None
         self._prepared: PreparedMessage | None = None

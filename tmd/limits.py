@@ -1,0 +1,143 @@
+"""
+Rate limits: token buckets per participant and per client address.
+
+A rate such as C{10/15s} lets a key spend 10 at once, refilled evenly over 15
+seconds. Buckets live in memory, per daemon; one untouched for a whole period is
+full again and is forgotten, so memory follows the keys active in the last period
+(and never exceeds L{MAX_KEYS} buckets per limit).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import OrderedDict
+
+from attrs import field, frozen
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IReactorTime
+
+from tmd.errors import RateLimited
+
+MAX_KEYS = 100_000
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@frozen
+class Rate:
+    """C{count} actions at once, refilled evenly over C{period} seconds."""
+
+    count: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate | None:
+        """C{"10/15s"}, C{"20/1h"}, ... or C{"off"} (None); ValueError otherwise."""
+        if text.strip().lower() == "off":
+            return None
+        match = _RATE.fullmatch(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a rate: write COUNT/PERIOD, e.g. 10/15s, 20/1h,"
+                             " or off")
+        count, period = int(match[1]), float(match[2]) * _UNITS[match[3]]
+        if count < 1 or period <= 0:
+            raise ValueError(f"{text!r}: a rate needs a count and a period above zero")
+        return cls(count, period)
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period:g}s"
+
+
+@frozen
+class Limits:
+    """The rates tmd enforces; None turns one off."""
+
+    participant_posts: Rate | None = field(default=Rate(10, 15))
+    """A participant's posts: a burst of 10, then one every 1.5 s."""
+    address_posts: Rate | None = field(default=Rate(60, 10))
+    """Posts from one address, where a classroom may share one: 60, then 6 a second."""
+    address_joins: Rate | None = field(default=Rate(60, 60))
+    """Joins from one address: a class joining at once, not a nickname squatter."""
+    address_rooms: Rate | None = field(default=Rate(20, 3600))
+    """Rooms created from one address."""
+
+
+NO_LIMITS = Limits(None, None, None, None)
+
+
+class Bucket:
+    """Token buckets of one rate, by key."""
+
+    def __init__(self, rate: Rate, clock: IReactorTime, what: str) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._what = what
+        self._refill = rate.count / rate.period  # tokens a second
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # oldest first
+
+    def take(self, key: str) -> None:
+        """Spend one token of C{key}'s bucket, or raise L{RateLimited} saying when to retry."""
+        now = self._clock.seconds()
+        tokens, then = self._buckets.pop(key, (self._rate.count, now))
+        tokens = min(self._rate.count, tokens + (now - then) * self._refill)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            self._forget_full(now)
+            return
+        self._buckets[key] = (tokens, now)
+        wait = math.ceil((1 - tokens) / self._refill)
+        raise RateLimited(f"Too many {self._what}: try again in {wait} s.", retry_after=wait)
+
+    def _forget_full(self, now: float) -> None:
+        while self._buckets:
+            key, (_, then) = next(iter(self._buckets.items()))
+            if now - then < self._rate.period and len(self._buckets) <= MAX_KEYS:
+                return
+            del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def address_key(address: IAddress | None) -> str | None:
+    """Whom a client address stands for: an IPv4 host, or an IPv6 /64 (one site's hosts)."""
+    if isinstance(address, IPv4Address):
+        return address.host
+    if isinstance(address, IPv6Address):
+        host = ipaddress.IPv6Address(address.host.split("%")[0])
+        if host.ipv4_mapped is not None:
+            return str(host.ipv4_mapped)
+        return str(ipaddress.IPv6Network((host, 64), strict=False))
+    return None  # a UNIX socket: no address to limit by
+
+
+class RateLimiter:
+    """The checks the chat core makes before it does work for a client."""
+
+    def __init__(self, limits: Limits, clock: IReactorTime) -> None:
+        def bucket(rate: Rate | None, what: str) -> Bucket | None:
+            return Bucket(rate, clock, what) if rate is not None else None
+
+        self._participant_posts = bucket(limits.participant_posts, "posts")
+        self._address_posts = bucket(limits.address_posts, "posts from your network")
+        self._address_joins = bucket(limits.address_joins, "joins from your network")
+        self._address_rooms = bucket(limits.address_rooms, "new rooms from your network")
+
+    def post_from(self, address: str | None) -> None:
+        _take(self._address_posts, address)
+
+    def post_by(self, participant_id: str) -> None:
+        _take(self._participant_posts, participant_id)
+
+    def join(self, address: str | None) -> None:
+        _take(self._address_joins, address)
+
+    def create_room(self, address: str | None) -> None:
+        _take(self._address_rooms, address)
+
+
+def _take(bucket: Bucket | None, key: str | None) -> None:
+    if bucket is not None and key is not None:
+        bucket.take(key)
