@@ -14,13 +14,13 @@ from tmd.web.openapi import openapi_document
 
 # Every operation the server implements, with the statuses it must document.
 EXPECTED = {
-    ("post", "/api/v1/rooms"): {"201", "400", "409", "413", "415", "503"},
+    ("post", "/api/v1/rooms"): {"201", "400", "409", "413", "415", "429", "503"},
     ("get", "/api/v1/rooms/{name}"): {"200", "404", "503"},
     ("patch", "/api/v1/rooms/{name}"): {"200", "400", "401", "403", "404", "413", "415",
                                         "503"},
     ("delete", "/api/v1/rooms/{name}"): {"204", "401", "403", "404", "503"},
     ("post", "/api/v1/rooms/{name}/join"): {"201", "400", "401", "403", "404", "409",
-                                            "413", "415", "503"},
+                                            "413", "415", "429", "503"},
     ("get", "/api/v1/rooms/{name}/messages"): {"200", "400", "401", "404", "503"},
     ("post", "/api/v1/rooms/{name}/messages"): {"201", "400", "401", "403", "404", "413",
                                                 "415", "429", "503"},
@@ -31,6 +31,7 @@ EXPECTED = {
                                                               "503"},
     ("delete", "/api/v1/rooms/{name}/participants/{id}/mute"): {"204", "401", "403", "404",
                                                                 "503"},
+    ("get", "/api/v1/rooms/{name}/transcript"): {"200", "400", "401", "404", "503"},
     ("get", "/api/v1/rooms/{name}/live"): {"101"},
     ("get", "/healthz"): {"200", "503"},
     ("get", "/api/v1/openapi.json"): {"200"},

@@ -5,12 +5,14 @@ document and the browser page. Routes parse, call the chat core, serialise.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.server import Request
 from twisted.web.static import File
 
 from tmd import __version__
@@ -23,7 +25,10 @@ from tmd.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from tmd.limits import address_key
 from tmd.store import IStore
+from tmd.transcript import transcript_format
+from tmd.web.download import Download
 from tmd.web.errors import add_error_handling, json_response
 from tmd.web.openapi import openapi_document
 from tmd.wire import (
@@ -57,6 +62,11 @@ def bearer_token(request: IRequest) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Send your token as 'Authorization: Bearer <token>'.")
     return token.strip()
+
+
+def client(request: IRequest) -> str | None:
+    """Whom the request's address stands for, for rate limits."""
+    return address_key(request.getClientAddress())
 
 
 def query_int(request: IRequest, name: str, default: int, low: int, high: int) -> int:
@@ -118,7 +128,7 @@ class WebApp:
 
     @app.route("/api/v1/rooms", methods=["POST"])
     async def create_room(self, request: IRequest) -> bytes:
-        room, owner_token = await self._chat.create_room(json_body(request))
+        room, owner_token = await self._chat.create_room(json_body(request), client(request))
         request.setHeader(b"Location", f"/api/v1/rooms/{room.name}".encode("ascii"))
         return json_response(request, 201, {
             "room": self._chat.room_json(room), "owner_token": owner_token})
@@ -165,7 +175,7 @@ class WebApp:
     @app.route("/api/v1/rooms/<name>/join", methods=["POST"])
     async def join(self, request: IRequest, name: str) -> bytes:
         room = await self._chat.room(name)
-        participant, token = await self._chat.join(room, json_body(request))
+        participant, token = await self._chat.join(room, json_body(request), client(request))
         return json_response(request, 201, {
             "participant": participant_json(participant), "token": token})
 
@@ -184,8 +194,18 @@ class WebApp:
         token = bearer_token(request)
         if token is None:  # before reading the body: an anonymous post is a 401, whatever it holds
             raise Unauthorized("Join the room to post: send your participant token.")
-        message = await self._chat.post(name, token, json_body(request))
+        message = await self._chat.post(name, token, json_body(request), client(request))
         return json_response(request, 201, message_json(message))
+
+    @app.route("/api/v1/rooms/<name>/transcript", methods=["GET"])
+    async def transcript(self, request: Request, name: str) -> None:
+        download = Download(request)  # first: it must hear of a hang-up during the awaits
+        kind = transcript_format(request.args.get(b"format", [b"txt"])[0].decode("latin-1"))
+        room = await self._chat.room(name)
+        await self._chat.check_read(room, bearer_token(request))
+        transcript = kind(self._chat.room_json(room), self._chat.now_ms())
+        await download.send(transcript.filename, {"Content-Type": kind.media_type, **kind.headers},
+                            transcript.chunks(partial(self._chat.messages, room)))
 
     @app.route("/api/v1/rooms/<name>/live", methods=["GET"])
     def live(self, request: IRequest, name: str) -> IResource | bytes:

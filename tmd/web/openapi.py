@@ -36,7 +36,8 @@ _ERROR_CODES: dict[str, str] = {
     "muted": "the owner has muted this participant",
     "too_long": "the trimmed body is longer than the room's `max_length`",
     "empty": "the body is empty after trimming",
-    "rate_limited": "too many posts; wait `Retry-After` seconds",
+    "rate_limited": "too many posts, joins or new rooms from this participant or address;"
+    " wait `Retry-After` seconds",
     "payload_too_large": "the request body is larger than the server accepts",
     "method_not_allowed": "the path does not support this method",
     "unavailable": "the daemon cannot serve requests now (e.g. its database is unreachable)",
@@ -99,7 +100,8 @@ are never logged. Every frame is one JSON text message.
 - `{"type": "presence", "online": N}`: clients online (at most a few per second).
 - `{"type": "ack", "ref": "...", "seq": N}`: your post was committed as `seq` N.
 - `{"type": "error", "ref": "..." | null, "code": "...", "message": "..."}`: the same
-  codes as HTTP errors; `ref` names the post it answers.
+  codes as HTTP errors; `ref` names the post it answers. `rate_limited` (and
+  `unavailable`) errors also carry `retry_after`, in seconds.
 
 **Client to server**
 - `{"type": "post", "body": "...", "ref": "client-chosen id"}`: the same rules as
@@ -110,7 +112,9 @@ are never logged. Every frame is one JSON text message.
 the last seq seen and miss nothing); `1008` bad token, forbidden room or foreign
 `Origin`; `1009` oversized frame; `1013` the client was too slow to keep up (its buffer
 limit was reached, or the database was unreachable when it connected; reconnect with
-`since`); `4404` the room was deleted.
+`since`); `4404` the room was deleted. A browser page may connect only from the daemon's
+own origin (or the configured ones); other origins get an `error` frame (`forbidden`) and
+`1008`.
 
 The server pings at least every 25 s; proxies in between should allow quiet sockets
 for at least 60 s.
@@ -335,6 +339,11 @@ def _schemas() -> JSON:
             "body": {"type": "string", "description": "Trimmed, then 1..`max_length`"
                      " characters (`empty` / `too_long` otherwise)."},
         }),
+        "Transcript": _object({
+            "room": _schema("Room"),
+            "messages": {"type": "array", "items": _schema("Message"),
+                         "description": "Every message not deleted, ascending by seq."},
+        }),
     }
 
 
@@ -347,7 +356,8 @@ def _paths() -> JSON:
             "createRoom", "rooms", "Create a room",
             "Creates a room and returns it with its owner token (returned only here).",
             {"201": _json("The room was created.", _schema("CreatedRoom"))},
-            errors={400: ("bad_request", "invalid_name"), 409: ("name_taken",)},
+            errors={400: ("bad_request", "invalid_name"), 409: ("name_taken",),
+                    429: ("rate_limited",)},
             body="CreateRoom")},
         "/api/v1/rooms/{name}": {
             "parameters": room,
@@ -416,7 +426,7 @@ def _paths() -> JSON:
             " (returned only here). Paused rooms can be joined; closed ones cannot.",
             {"201": _json("Joined.", _schema("Joined"))},
             errors={400: ("bad_request",), 401: ("unauthorized",), 403: ("room_closed",),
-                    404: ("not_found",), 409: ("name_taken",)},
+                    404: ("not_found",), 409: ("name_taken",), 429: ("rate_limited",)},
             body="Join")},
         "/api/v1/rooms/{name}/messages": {
             "parameters": room,
@@ -447,6 +457,33 @@ def _paths() -> JSON:
                         429: ("rate_limited",)},
                 body="PostMessage", security=[{"bearerAuth": []}]),
         },
+        "/api/v1/rooms/{name}/transcript": {"parameters": room, "get": _operation(
+            "getTranscript", "messages", "Download the transcript",
+            "The room's whole transcript as a file to keep (`Content-Disposition: attachment;"
+            ' filename="NAME-transcript.EXT"`): every message not deleted, ascending by'
+            " seq, all times UTC. `txt`: a header, then one line per message"
+            " (`[2026-11-24 17:00:00Z] ada: Is light a wave?`; further lines of a body"
+            " are indented). `json`: a `Transcript`. `csv`: the columns"
+            " `seq,created_at,kind,author,body,source_url`; a cell starting with `=`,"
+            " `+`, `-`, `@`, tab or carriage return gets a leading `'` so that"
+            " spreadsheets do not run it as a formula. `html`: a standalone page for"
+            " reading and printing. A password room needs a participant or owner token,"
+            " as for listing messages.",
+            {"200": {
+                "description": "The transcript.",
+                "headers": {"Content-Disposition": {
+                    "description": "`attachment` with the file name.",
+                    "schema": {"type": "string"}}},
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/json": {"schema": _schema("Transcript")},
+                    "text/csv": {"schema": {"type": "string"}},
+                    "text/html": {"schema": {"type": "string"}},
+                }}},
+            errors={400: ("bad_request",), 401: ("unauthorized",), 404: ("not_found",)},
+            parameters=[_query("format", "The file format.", {
+                "type": "string", "enum": ["txt", "json", "csv", "html"], "default": "txt"})],
+            security=read_auth)},
         "/api/v1/rooms/{name}/live": {"parameters": room, "get": _operation(
             "live", "live", "Live view (websocket)", _LIVE,
             {"101": {"description": "Switching Protocols: the websocket is open and the"
