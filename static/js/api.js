@@ -23,8 +23,9 @@ function parseRetryAfter(value) {
   return Math.max(0, Math.ceil((when - Date.now()) / 1000));
 }
 
-export async function api(method, path, { body, token, signal } = {}) {
-  const headers = { Accept: 'application/json' };
+// Sends one request; returns the Response when it is a success, else throws an ApiError.
+async function request(method, path, { body, token, signal, accept = 'application/json' } = {}) {
+  const headers = { Accept: accept };
   const init = { method, headers, signal, cache: 'no-store', credentials: 'same-origin' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -39,28 +40,38 @@ export async function api(method, path, { body, token, signal } = {}) {
     throw new ApiError('Could not reach the server. Check your connection and try again.',
                        { status: 0, code: 'network' });
   }
-  let data = null;
-  const text = await response.text();
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = null;
-    }
+  if (response.ok) return response;
+  const error = (parseJson(await response.text()) || {}).error || {};
+  const message = typeof error.message === 'string' && error.message
+    ? error.message
+    : `The server answered ${response.status} ${response.statusText}`.trim();
+  throw new ApiError(message, {
+    status: response.status,
+    code: typeof error.code === 'string' ? error.code : 'http_' + response.status,
+    retryAfter: parseRetryAfter(response.headers.get('Retry-After')),
+  });
+}
+
+function parseJson(text) {
+  if (!text) return null;
+  try {
+    const data = JSON.parse(text);
+    return data && typeof data === 'object' ? data : null;
+  } catch {
+    return null;
   }
-  if (!response.ok) {
-    const error = (data && typeof data === 'object' && data.error) || {};
-    const retryAfter = parseRetryAfter(response.headers.get('Retry-After'));
-    const message = typeof error.message === 'string' && error.message
-      ? error.message
-      : `The server answered ${response.status} ${response.statusText}`.trim();
-    throw new ApiError(message, {
-      status: response.status,
-      code: typeof error.code === 'string' ? error.code : 'http_' + response.status,
-      retryAfter,
-    });
-  }
-  return data;
+}
+
+// A JSON API call: the parsed answer (null for an empty one, as with 204).
+export async function api(method, path, options = {}) {
+  const response = await request(method, path, options);
+  return parseJson(await response.text());
+}
+
+// A GET whose answer is a file (a transcript): returns it as a Blob.
+export async function fetchBlob(path, { token } = {}) {
+  const response = await request('GET', path, { token, accept: '*/*' });
+  return response.blob();
 }
 
 export function roomPath(name) {
@@ -86,6 +97,13 @@ export const store = {
     }
   },
   // Plain strings (the owner token) are stored as they are, not JSON-encoded.
+  getString(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch {
+      return null;
+    }
+  },
   setString(key, value) {
     try {
       window.localStorage.setItem(key, value);

@@ -5,6 +5,11 @@ import { addPostedMessage } from './message-list.js';
 import { isOwnMessage, roomName, session } from './room-session.js';
 
 const ACK_TIMEOUT = 10000;
+const PLACEHOLDERS = {
+  open: 'Write a message…',
+  paused: 'Posting is paused',
+  closed: 'The room is closed',
+};
 
 const el = {
   form: $('composer'),
@@ -45,9 +50,9 @@ export function updateComposer() {
   const near = count > 0 && max - count < Math.max(1, Math.min(20, Math.ceil(max / 10)));
   el.counter.dataset.level = count > max ? 'over' : near ? 'warn' : 'ok';
   el.body.setAttribute('aria-invalid', count > max ? 'true' : 'false');
-  const roomOpen = !session.room || session.room.state === 'open';
-  el.body.disabled = !session.me || !roomOpen || session.stopped;
-  el.body.placeholder = roomOpen ? 'Write a message…' : 'Posting is off in this room';
+  const roomState = session.room ? session.room.state : 'open';
+  el.body.disabled = !session.me || roomState !== 'open' || session.stopped;
+  el.body.placeholder = PLACEHOLDERS[roomState] || PLACEHOLDERS.open;
   el.send.disabled = el.body.disabled || count === 0 || count > max || sendingHttp
     || pending.size > 0 || Date.now() < cooldownUntil;
 }
@@ -57,8 +62,14 @@ function autosize() {
   el.body.style.height = Math.min(el.body.scrollHeight + 2, 200) + 'px';
 }
 
+// Shows a post error; `code` is the server's error code, if it gave one.
+function setPostError(text, code = '') {
+  el.postError.dataset.code = code;
+  showText(el.postError, text);
+}
+
 export function clearPostError() {
-  showText(el.postError, '');
+  setPostError('');
 }
 
 export function focusComposer() {
@@ -77,7 +88,7 @@ function settlePending(ref, errorFrame) {
       el.body.value = '';
       autosize();
     }
-    showText(el.postError, '');
+    setPostError('');
   }
   updateComposer();
 }
@@ -96,7 +107,7 @@ export function showServerError(frame) {
   const live = liveSocket();
   if (live && live.isOpen) {
     // (Before the welcome, an error explains the close that follows: the page's onClose handles it.)
-    showText(el.postError, frame.message || 'The server reported an error.');
+    setPostError(frame.message || 'The server reported an error.');
     if (frame.code === 'unauthorized') sessionExpired();
   }
 }
@@ -109,7 +120,7 @@ export function failPending(message) {
     lostBody = entry.body;
   }
   pending.clear();
-  if (message) showText(el.postError, message);
+  if (message) setPostError(message);
   updateComposer();
 }
 
@@ -118,27 +129,40 @@ export function noteLiveMessage(message) {
   if (lostBody === null || !isOwnMessage(message) || message.body !== lostBody) return;
   if (el.body.value.trim() === lostBody) el.body.value = '';
   lostBody = null;
-  showText(el.postError, '');
+  setPostError('');
   updateComposer();
 }
 
+// After a rate_limited answer Send stays off, and the error counts down the seconds left.
 function startCooldown(seconds) {
   cooldownUntil = Date.now() + seconds * 1000;
-  clearTimeout(cooldownTimer);
-  cooldownTimer = setTimeout(() => {
+  clearInterval(cooldownTimer);
+  const tick = () => {
+    const left = Math.ceil((cooldownUntil - Date.now()) / 1000);
+    const showing = el.postError.dataset.code === 'rate_limited';
+    if (left > 0) {
+      if (showing) showText(el.postError, `Slow down: try again in ${left} s.`);
+      return;
+    }
+    clearInterval(cooldownTimer);
+    if (showing) setPostError('');
     updateComposer();
-    if (el.postError.dataset.code === 'rate_limited') showText(el.postError, '');
-  }, seconds * 1000 + 50);
+  };
+  tick();
+  cooldownTimer = setInterval(tick, 1000);
 }
 
 function showPostError(code, message, retryAfter) {
-  el.postError.dataset.code = code || '';
-  if (code === 'rate_limited') {
-    const seconds = Number(retryAfter) > 0 ? Math.ceil(Number(retryAfter)) : null;
-    showText(el.postError, seconds ? `Slow down: you can post again in ${seconds} s.` : `Slow down: ${message}`);
-    if (seconds) startCooldown(seconds);
+  const seconds = Math.ceil(Number(retryAfter));
+  if (code === 'rate_limited' && seconds > 0) {
+    setPostError('', code);
+    startCooldown(seconds);
+  } else if (code === 'muted') {
+    setPostError('The room’s owner has muted you: you can read along, but you cannot post.', code);
+  } else if (code === 'rate_limited') {
+    setPostError(`Slow down: ${message}`, code);
   } else {
-    showText(el.postError, message || 'Your message could not be posted.');
+    setPostError(message || 'Your message could not be posted.', code);
   }
   if (code === 'unauthorized') sessionExpired();
   updateComposer();
@@ -148,7 +172,7 @@ async function post() {
   const body = el.body.value.trim();
   const count = codePoints(body);
   if (!session.me || count === 0 || count > maxLength() || el.send.disabled) return;
-  showText(el.postError, '');
+  setPostError('');
   lostBody = null;
   const live = liveSocket();
   if (live && live.isOpen) {
@@ -157,7 +181,7 @@ async function post() {
       if (!pending.has(ref)) return;
       pending.delete(ref);
       lostBody = body;
-      showText(el.postError, 'The server has not confirmed your message yet. It may still arrive.');
+      setPostError('The server has not confirmed your message yet. It may still arrive.');
       updateComposer();
     }, ACK_TIMEOUT);
     pending.set(ref, { body, timer });
@@ -180,7 +204,7 @@ async function post() {
     } else if (err instanceof ApiError) {
       showPostError(err.code, err.message, err.retryAfter);
     } else {
-      showText(el.postError, 'Your message could not be posted.');
+      setPostError('Your message could not be posted.');
     }
   } finally {
     sendingHttp = false;
@@ -200,7 +224,7 @@ export function setupComposer({ socket, onSessionExpired }) {
   el.body.addEventListener('input', () => {
     autosize();
     updateComposer();
-    if (el.postError.dataset.code !== 'rate_limited') showText(el.postError, '');
+    if (el.postError.dataset.code !== 'rate_limited') setPostError('');
   });
   el.body.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {

@@ -38,6 +38,7 @@ function setupCreate() {
   const nameInput = $('room-name');
   const titleInput = $('room-title');
   const lifetime = $('room-lifetime');
+  const password = $('room-password');
   const hint = $('name-hint');
   const error = $('create-error');
   const submit = $('create-submit');
@@ -91,6 +92,7 @@ function setupCreate() {
     const body = { name, lifetime: parseInt(lifetime.value, 10) };
     const title = titleInput.value.trim();
     if (title) body.title = title;
+    if (password.value) body.password = password.value;
     submit.disabled = true;
     submit.textContent = 'Creating…';
     try {

@@ -2,7 +2,7 @@
 import { api, ApiError, roomPath, store, participantKey } from './api.js';
 import { failPending, focusComposer, updateComposer } from './composer.js';
 import { $, showText } from './dom.js';
-import { refreshMine } from './message-list.js';
+import { refreshMessages } from './message-list.js';
 import { roomName, session } from './room-session.js';
 import { clearNotice, updatePanels } from './room-view.js';
 
@@ -30,14 +30,14 @@ export function savedParticipant() {
 function saveParticipant(me) {
   session.me = me;
   store.set(participantKey(roomName), { token: me.token, nickname: me.nickname, id: me.id });
-  refreshMine();
+  refreshMessages();
 }
 
 export function forgetParticipant(reason) {
   session.me = null;
   store.remove(participantKey(roomName));
   failPending(null);
-  refreshMine();
+  refreshMessages();
   updatePanels();
   if (reason) showText(el.joinError, reason);
 }
@@ -67,7 +67,14 @@ async function join(event) {
     return;
   }
   const body = { nickname };
-  if (session.room && session.room.has_password) body.password = el.password.value;
+  if (session.room && session.room.has_password) {
+    if (!el.password.value) {
+      showText(el.joinError, 'This room has a password: type it to join.');
+      el.password.focus();
+      return;
+    }
+    body.password = el.password.value;
+  }
   el.joinSubmit.disabled = true;
   try {
     const result = await api('POST', `${roomPath(roomName)}/join`, { body });
@@ -93,7 +100,9 @@ async function join(event) {
       else if (err.status === 404) message = 'This room no longer exists.';
     }
     showText(el.joinError, message);
-    el.nickname.focus();
+    const field = err instanceof ApiError && err.status === 401 ? el.password : el.nickname;
+    field.focus();
+    field.select();
   } finally {
     el.joinSubmit.disabled = false;
   }
@@ -111,5 +120,6 @@ export function setupIdentity({ restart }) {
   restartLive = restart;
   el.joinForm.addEventListener('submit', join);
   el.nickname.addEventListener('input', () => showText(el.joinError, ''));
+  el.password.addEventListener('input', () => showText(el.joinError, ''));
   el.leave.addEventListener('click', leave);
 }

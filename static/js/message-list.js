@@ -1,8 +1,8 @@
 // The message list: seq order, following the newest, the "New messages" button, earlier pages, the resume point.
 import { api, roomPath } from './api.js';
 import { $ } from './dom.js';
-import { renderMessage } from './render.js';
-import { isOwnMessage, roomName, session } from './room-session.js';
+import { messageActions, renderMessage } from './render.js';
+import { isOwnMessage, readToken, roomName, session } from './room-session.js';
 import { setNotice } from './room-view.js';
 
 const NEAR_BOTTOM_PX = 80;
@@ -47,10 +47,21 @@ function updateEarlier() {
   el.earlier.hidden = !(floorSeq !== null && floorSeq > 1);
 }
 
+// Gives the message in `li` the owner's buttons, or takes them away when we do not own the room.
+function showActions(li) {
+  const meta = li.querySelector('.meta');
+  meta.querySelector('.message-actions')?.remove();
+  if (!session.owner) return;
+  const author = li.dataset.participant;
+  const mutable = author !== undefined && li.classList.contains('kind-chat') && !li.classList.contains('mine');
+  meta.appendChild(messageActions(mutable ? session.owner.muted.has(author) : null));
+}
+
 // Inserts a message in seq order unless it is already shown. Returns true when added.
 function addMessage(message) {
   if (!message || typeof message.seq !== 'number' || items.has(message.seq)) return false;
   const li = renderMessage(message, { me: session.me ? session.me.nickname : null });
+  showActions(li);
   let before = null;
   const lastLi = el.messages.lastElementChild;
   if (lastLi && Number(lastLi.dataset.seq) > message.seq) {
@@ -97,14 +108,24 @@ export function removeMessage(seq) {
   updateEmpty();
 }
 
-// Marks our own chat messages, after we joined, left or were renamed.
-export function refreshMine() {
+// Marks our own chat messages and redoes the owner's buttons, after we joined or left, or
+// the owner's view changed (a mute, an owner token found invalid).
+export function refreshMessages() {
   const nick = session.me ? session.me.nickname.toLowerCase() : null;
   for (const li of items.values()) {
-    if (!li.classList.contains('kind-chat')) continue;
     const author = li.querySelector('.author');
-    li.classList.toggle('mine', nick !== null && author !== null && author.textContent.toLowerCase() === nick);
+    li.classList.toggle('mine', li.classList.contains('kind-chat') && nick !== null
+                        && author.textContent.toLowerCase() === nick);
+    showActions(li);
   }
+}
+
+// The room was deleted: its messages are gone.
+export function clearMessages() {
+  for (const li of items.values()) li.remove();
+  items.clear();
+  el.empty.hidden = true;
+  el.earlier.hidden = true;
 }
 
 // The live socket's welcome (`room` is the room it describes); the backlog follows it.
@@ -138,7 +159,7 @@ async function loadEarlier() {
   el.earlier.disabled = true;
   try {
     const result = await api('GET', `${roomPath(roomName)}/messages?after=${after}&limit=${limit}`,
-                             { token: session.me ? session.me.token : undefined });
+                             { token: readToken() });
     const oldHeight = el.scroller.scrollHeight;
     const oldTop = el.scroller.scrollTop;
     for (const message of (result && result.messages) || []) {

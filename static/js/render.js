@@ -73,12 +73,36 @@ function span(className, text) {
   return el;
 }
 
+function actionButton(action, text, title) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'link-button message-action';
+  button.dataset.action = action;
+  button.textContent = text;
+  button.title = title;
+  return button;
+}
+
+// The owner's buttons on a message: delete it, and mute or unmute its author.
+// `muted` is true or false for a chat message by someone else, null when there is no one to mute.
+export function messageActions(muted) {
+  const actions = span('message-actions');
+  actions.appendChild(actionButton('delete', 'delete', 'Delete this message for everyone'));
+  if (muted !== null) {
+    actions.appendChild(muted
+      ? actionButton('unmute', 'unmute', 'Let this person post again')
+      : actionButton('mute', 'mute', 'Stop this person from posting'));
+  }
+  return actions;
+}
+
 // Builds the <li> for one message. `me` is the current nickname (or null).
 export function renderMessage(message, { me = null } = {}) {
   const kind = ['chat', 'social', 'system'].includes(message.kind) ? message.kind : 'chat';
   const li = document.createElement('li');
   li.className = 'message kind-' + kind;
   li.dataset.seq = String(message.seq);
+  if (typeof message.participant_id === 'string') li.dataset.participant = message.participant_id;
 
   const author = typeof message.author === 'string' ? message.author : '';
   if (kind === 'chat' && me && author.toLowerCase() === me.toLowerCase()) li.classList.add('mine');

@@ -6,8 +6,15 @@ export const roomName = decodeURIComponent(location.pathname.split('/').filter(B
 export const session = {
   room: null, // the room as the server last described it
   me: null, // {token, nickname, id} once joined
+  owner: null, // {token, muted: Set of participant ids} when this browser created the room
   stopped: false, // the room is gone or the server refused us for good
 };
+
+// The token to read the room with (a password room wants one): ours as a participant, else the owner's.
+export function readToken() {
+  if (session.me) return session.me.token;
+  return session.owner ? session.owner.token : null;
+}
 
 // A chat message posted under our nickname.
 export function isOwnMessage(message) {

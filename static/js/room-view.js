@@ -60,7 +60,19 @@ export function clearNotice(...tones) {
   if (tones.includes(el.notice.dataset.tone)) setNotice('');
 }
 
+const STATE_NOTICES = {
+  paused: {
+    owner: 'You paused the room: everyone can read along, but nobody can post until you resume it.',
+    other: 'The owner paused the room: you can read along, but posting is off for now.',
+  },
+  closed: {
+    owner: 'You closed the room for good: it stays readable, but nobody can post any more.',
+    other: 'This room is closed for good: you can still read it, but nobody can post any more.',
+  },
+};
+
 // Which of join form / composer / notice are visible, from the room state and who we are.
+// (A closed room keeps the composer of those who joined, disabled, under its notice.)
 export function updatePanels() {
   const r = session.room;
   const roomState = r ? r.state : null;
@@ -69,15 +81,11 @@ export function updatePanels() {
     el.composer.hidden = true;
     return;
   }
-  if (roomState === 'closed') {
-    setNotice('This room is closed. You can still read it, but nobody can post any more.', 'closed');
-  } else if (roomState === 'paused') {
-    setNotice('The owner has paused this room. You can read along; posting is off for now.', 'paused');
-  } else {
-    clearNotice('closed', 'paused');
-  }
+  const notice = STATE_NOTICES[roomState];
+  if (notice) setNotice(session.owner ? notice.owner : notice.other, roomState);
+  else clearNotice('closed', 'paused');
   const joined = session.me !== null;
-  el.composer.hidden = !joined || roomState === 'closed';
+  el.composer.hidden = !joined;
   el.joinForm.hidden = joined || roomState === 'closed' || r === null;
   if (joined) el.me.textContent = session.me.nickname;
 }

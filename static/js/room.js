@@ -5,8 +5,12 @@ import {
 } from './composer.js';
 import { confirmParticipant, forgetParticipant, savedParticipant, setupIdentity } from './identity.js';
 import { LiveConnection } from './live.js';
-import { addLiveMessage, removeMessage, resumePoint, setupMessageList, welcome } from './message-list.js';
-import { forgetRoomTokens, roomName, session } from './room-session.js';
+import {
+  addLiveMessage, clearMessages, removeMessage, resumePoint, setupMessageList, welcome,
+} from './message-list.js';
+import { loadPeople, setupModeration } from './moderation.js';
+import { dropOwner, savedOwner, setupOwner, updateOwnerBar } from './owner.js';
+import { forgetRoomTokens, readToken, roomName, session } from './room-session.js';
 import {
   setConnState, setNotice, setupRoomView, showNotFound, showOnline, showRoom, updatePanels,
 } from './room-view.js';
@@ -22,6 +26,7 @@ function applyRoom(room) {
   if (previous && previous.state !== session.room.state) clearPostError();
   showRoom();
   updateComposer();
+  updateOwnerBar();
 }
 
 function liveUrl() {
@@ -29,7 +34,7 @@ function liveUrl() {
   const params = new URLSearchParams();
   const since = resumePoint();
   if (since !== null) params.set('since', String(since));
-  const token = session.me ? session.me.token : null;
+  const token = readToken();
   if (token) params.set('token', token);
   const query = params.toString();
   return {
@@ -76,11 +81,18 @@ function onClose(code, reason, usedToken) {
   if (code === 4404) {
     session.stopped = true;
     forgetRoomTokens();
-    setNotice('This room has been deleted.', 'error');
+    clearMessages();
+    showOnline(0);
+    setNotice('This room was deleted by its owner: its messages are gone, and nobody can post here any more.', 'error');
     updatePanels();
+    updateOwnerBar();
     return 'stop';
   }
   if (code === 1008) {
+    if (usedToken && session.owner && usedToken === session.owner.token) {
+      dropOwner();
+      return 'now';
+    }
     if (usedToken) {
       forgetParticipant('Your nickname’s session is no longer valid. Please join again.');
       return 'now';
@@ -104,6 +116,9 @@ async function main() {
   setupRoomView();
   setupShareBar(roomName);
   session.me = savedParticipant();
+  session.owner = savedOwner();
+  setupOwner({ apply: applyRoom });
+  setupModeration();
   setupIdentity({ restart: () => live.restart() });
   setupComposer({
     socket: () => live,
@@ -133,6 +148,7 @@ async function main() {
     },
   });
   live.start();
+  loadPeople(); // the owner's mute buttons on messages need to know who is muted
 }
 
 main();
