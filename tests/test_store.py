@@ -10,6 +10,7 @@ the real PostgreSQL named by C{TMD_TEST_POSTGRES}.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,8 @@ from tests.helpers import (
 )
 from tests.postgres import execute, fresh_schema, terminate
 from tmd.errors import NameTaken, NotFound, Unavailable
-from tmd.model import NewMessage, NewRoom, Room, RoomChanges
-from tmd.store import IStore
+from tmd.model import SEQ_PLACEHOLDER, Delivery, NewMessage, NewRoom, Room, RoomChanges
+from tmd.store import IStore, postgres
 from tmd.store.migrations import migrations
 from tmd.store.postgres import PostgresStore
 from tmd.store.sqlite import SQLiteStore
@@ -54,6 +55,20 @@ def chat(body: str, author: str = "ada", created_at: int = NOW) -> NewMessage:
                       created_at=created_at)
 
 
+def delivery(id: str = "e1", destination: str = "webhook https://hooks.example.org/a",
+             body: bytes = b'{"id":"e1","data":{"seq":null}}', **changes: Any) -> Delivery:
+    fields: dict[str, Any] = {
+        "id": id, "destination": destination, "created_at": NOW, "method": "POST", "path": "",
+        "content_type": "application/json", "event": "message.created", "body": body,
+    }
+    fields.update(changes)
+    return Delivery(**fields)
+
+
+BROKEN = delivery("broken", method=None)
+"""A delivery the outbox refuses (no method): the write it comes with must fail whole."""
+
+
 if TYPE_CHECKING:
     _TestCase = TestCase
 else:
@@ -69,6 +84,10 @@ class StoreContractMixin(_TestCase):
 
     def delete_room_behind_back(self, room: Room) -> None:
         """Delete C{room}'s row with another connection, as another process would."""
+        raise NotImplementedError
+
+    def stored_outbox(self) -> list[tuple[str, str, bool]]:
+        """Every outbox row as C{(id, destination, dead)} in order, read with another connection."""
         raise NotImplementedError
 
     async def setUp(self) -> None:
@@ -367,6 +386,208 @@ class StoreContractMixin(_TestCase):
         [read], _ = await self.store.messages(room, 0, 10)
         self.assertEqual((read.kind, read.author, read.source), ("social", "@ada", source))
 
+    async def pending(self, limit: int = 100) -> list[Delivery]:
+        return await self.store.pending_deliveries(limit)
+
+    async def test_outbox_empty(self) -> None:
+        """A new store has nothing pending; adding no deliveries stores none."""
+        self.assertEqual(await self.pending(), [])
+        await self.store.add_outbox([])
+        self.assertEqual(self.stored_outbox(), [])
+
+    async def test_no_outbox(self) -> None:
+        """Writes without an outbox (the default) store no deliveries."""
+        room = await self.create()
+        await self.post(room, "m1")
+        await self.store.update_room(room, RoomChanges(
+            state="paused", title="t", hashtags=(), expires_at=NOW + 1))
+        await self.store.delete_message(room, 1)
+        await self.store.delete_room(room)
+        self.assertEqual(self.stored_outbox(), [])
+
+    async def test_create_room_outbox(self) -> None:
+        """C{create_room} stores its deliveries, in order, with the room."""
+        sent = [delivery("e1", "webhook a"), delivery("e1", "webhook b")]
+        await self.store.create_room(new_room(), outbox=sent)
+        self.assertEqual(await self.pending(), sent)
+
+    async def test_create_room_outbox_name_taken(self) -> None:
+        """A room that cannot be created (its name is taken) stores no deliveries."""
+        await self.create()
+        await self.assertFailure(
+            self.store.create_room(new_room(), outbox=[delivery()]), NameTaken)
+        self.assertEqual(self.stored_outbox(), [])
+
+    async def test_create_room_outbox_atomic(self) -> None:
+        """A delivery that cannot be stored fails C{create_room} whole: no room either."""
+        await self.assertFailure(
+            self.store.create_room(new_room(), outbox=[delivery(), BROKEN]), Exception)
+        self.assertIsNone(await self.store.room("physics-101"))
+        self.assertEqual(self.stored_outbox(), [])
+
+    async def test_post_outbox_seq(self) -> None:
+        """
+        C{post} stores its deliveries with the message's seq in place of the first
+        L{SEQ_PLACEHOLDER} of each body; later ones, and bodies with none, stay as they are.
+        """
+        room = await self.create()
+        await self.post(room, "m1")
+        event = json.dumps({"id": "e2", "data": {"seq": None, "body": '"seq":null é 🌊'}},
+                           separators=(",", ":"), ensure_ascii=False).encode()
+        twice = b'{"seq":null,"again":{"seq":null}}'
+        plain = b'{"id":"e2"}'
+        message = await self.store.post(room, chat('"seq":null é 🌊'), outbox=[
+            delivery("e2", "webhook a", event), delivery("e2", "webhook b", twice),
+            delivery("e2", "replay c", plain)])
+        self.assertEqual(message.seq, 2)
+        self.assertIn(SEQ_PLACEHOLDER, event)
+        self.assertEqual([d.body for d in await self.pending()], [
+            event.replace(SEQ_PLACEHOLDER, b'"seq":2', 1),
+            b'{"seq":2,"again":{"seq":null}}',
+            plain])
+        self.assertEqual(json.loads((await self.pending())[0].body)["data"],
+                         {"seq": 2, "body": '"seq":null é 🌊'})
+
+    async def test_post_outbox_seq_each_post(self) -> None:
+        """Each post fills in its own seq."""
+        room = await self.create()
+        for i in range(3):
+            await self.store.post(room, chat(f"m{i}"), outbox=[delivery(f"e{i}")])
+        self.assertEqual([(d.id, d.body) for d in await self.pending()],
+                         [(f"e{i}", b'{"id":"e1","data":{"seq":%d}}' % (i + 1))
+                          for i in range(3)])
+
+    async def test_post_outbox_room_gone(self) -> None:
+        """A post to a room that is gone stores no deliveries."""
+        room = await self.create()
+        self.delete_room_behind_back(room)
+        await self.assertFailure(self.store.post(room, chat("x"), outbox=[delivery()]), NotFound)
+        self.assertEqual(self.stored_outbox(), [])
+
+    async def test_post_outbox_atomic(self) -> None:
+        """A delivery that cannot be stored fails C{post} whole: no message, no seq used."""
+        room = await self.create()
+        await self.assertFailure(
+            self.store.post(room, chat("x"), outbox=[delivery(), BROKEN]), Exception)
+        self.assertEqual(await self.store.messages(room, 0, 10), ([], 0))
+        self.assertEqual(self.stored_outbox(), [])
+        self.assertEqual((await self.post(room, "y")).seq, 1)
+
+    async def test_update_room_outbox(self) -> None:
+        """C{update_room} stores its deliveries; none for a room that is gone."""
+        room = await self.create()
+        changed = RoomChanges(state="paused", title="t", hashtags=(), expires_at=NOW + 1)
+        await self.store.update_room(room, changed, outbox=[delivery("e1")])
+        self.delete_room_behind_back(room)
+        self.assertIsNone(await self.store.update_room(room, changed, outbox=[delivery("e2")]))
+        self.assertEqual([d.id for d in await self.pending()], ["e1"])
+
+    async def test_update_room_outbox_atomic(self) -> None:
+        """A delivery that cannot be stored fails C{update_room} whole: the room is unchanged."""
+        room = await self.create()
+        changed = RoomChanges(state="paused", title="t", hashtags=(), expires_at=NOW + 1)
+        await self.assertFailure(self.store.update_room(room, changed, outbox=[BROKEN]),
+                                 Exception)
+        self.assertEqual(await self.store.room("physics-101"), room)
+        self.assertEqual(self.stored_outbox(), [])
+
+    async def test_delete_room_outbox(self) -> None:
+        """C{delete_room} stores its deliveries; none if the room was gone already."""
+        room = await self.create()
+        self.assertTrue(await self.store.delete_room(room, outbox=[delivery("e1")]))
+        self.assertFalse(await self.store.delete_room(room, outbox=[delivery("e2")]))
+        self.assertEqual([d.id for d in await self.pending()], ["e1"])
+
+    async def test_delete_room_outbox_atomic(self) -> None:
+        """A delivery that cannot be stored fails C{delete_room} whole: the room stays."""
+        room = await self.create()
+        await self.assertFailure(self.store.delete_room(room, outbox=[BROKEN]), Exception)
+        self.assertEqual(await self.store.room("physics-101"), room)
+        self.assertEqual(self.stored_outbox(), [])
+
+    async def test_delete_message_outbox(self) -> None:
+        """
+        C{delete_message} stores its deliveries; none if the message was deleted
+        already or there is no such message.
+        """
+        room = await self.create()
+        await self.post(room, "m1")
+        self.assertTrue(await self.store.delete_message(room, 1, outbox=[delivery("e1")]))
+        self.assertFalse(await self.store.delete_message(room, 1, outbox=[delivery("e2")]))
+        self.assertFalse(await self.store.delete_message(room, 9, outbox=[delivery("e3")]))
+        self.assertEqual([d.id for d in await self.pending()], ["e1"])
+
+    async def test_delete_message_outbox_atomic(self) -> None:
+        """A delivery that cannot be stored fails C{delete_message} whole: the message stays."""
+        room = await self.create()
+        await self.post(room, "m1")
+        await self.assertFailure(self.store.delete_message(room, 1, outbox=[BROKEN]), Exception)
+        self.assertEqual([m.seq for m in (await self.store.messages(room, 0, 10))[0]], [1])
+        self.assertEqual(self.stored_outbox(), [])
+
+    async def test_add_outbox_binary(self) -> None:
+        """Any bytes, and absent content type and event, come back exactly as stored."""
+        sent = [delivery("r1", "replay http://10.0.0.2:8000", bytes(range(256)), method="PUT",
+                         path="/a/b?c=d&e=%20", content_type=None, event=None),
+                delivery("r2", "replay http://10.0.0.2:8000", b"", method="DELETE",
+                         created_at=NOW + 1)]
+        await self.store.add_outbox(sent)
+        self.assertEqual(await self.pending(), sent)
+
+    async def test_add_outbox_again(self) -> None:
+        """A delivery stored again (the same id and destination) stays one row, as it was."""
+        await self.store.add_outbox([delivery("e1", body=b"first")])
+        await self.store.add_outbox([delivery("e1", body=b"second"), delivery("e2")])
+        self.assertEqual([(d.id, d.body) for d in await self.pending()],
+                         [("e1", b"first"), ("e2", b'{"id":"e1","data":{"seq":null}}')])
+
+    async def test_outbox_order(self) -> None:
+        """Deliveries are pending in the order they were stored, across writes of every kind."""
+        room = await self.store.create_room(new_room(), outbox=[delivery("a")])
+        await self.store.add_outbox([delivery("b"), delivery("c")])
+        await self.store.post(room, chat("m1"), outbox=[delivery("d")])
+        await self.store.update_room(room, RoomChanges(
+            state="paused", title="t", hashtags=(), expires_at=NOW + 1), outbox=[delivery("e")])
+        await self.store.add_outbox([delivery("f")])
+        await self.store.delete_message(room, 1, outbox=[delivery("g")])
+        await self.store.delete_room(room, outbox=[delivery("h")])
+        self.assertEqual([d.id for d in await self.pending()], list("abcdefgh"))
+
+    async def test_same_id_two_destinations(self) -> None:
+        """One event for two destinations is two deliveries, each settled on its own."""
+        one, two = delivery("e1", "webhook a"), delivery("e1", "webhook b")
+        await self.store.add_outbox([one, two])
+        self.assertEqual(await self.pending(), [one, two])
+        await self.store.delivered(one)
+        self.assertEqual(await self.pending(), [two])
+
+    async def test_pending_limit(self) -> None:
+        """C{pending_deliveries} gives at most C{limit}, the oldest first."""
+        await self.store.add_outbox([delivery(f"e{i}") for i in range(5)])
+        self.assertEqual([d.id for d in await self.pending(2)], ["e0", "e1"])
+        self.assertEqual(len(await self.pending(5)), 5)
+        self.assertEqual(await self.pending(0), [])
+
+    async def test_delivered(self) -> None:
+        """A delivered delivery is gone; settling it again, or an unknown one, is harmless."""
+        sent = [delivery(f"e{i}") for i in range(3)]
+        await self.store.add_outbox(sent)
+        await self.store.delivered(sent[1])
+        await self.store.delivered(sent[1])
+        await self.store.delivered(delivery("unknown"))
+        self.assertEqual(await self.pending(), [sent[0], sent[2]])
+        self.assertEqual([row[0] for row in self.stored_outbox()], ["e0", "e2"])
+
+    async def test_dead_letter(self) -> None:
+        """A dead-lettered delivery is kept, marked dead, and never pending again."""
+        sent = [delivery(f"e{i}") for i in range(3)]
+        await self.store.add_outbox(sent)
+        await self.store.dead_letter(sent[0])
+        await self.store.add_outbox([sent[0]])
+        self.assertEqual(await self.pending(), sent[1:])
+        self.assertEqual(await self.pending(1), sent[1:2])
+        self.assertEqual(self.stored_outbox(), [(d.id, d.destination, d is sent[0]) for d in sent])
+
 
 def sqlite_execute(path: str, sql: str, *args: Any) -> list[Any]:
     """Run one statement on the file C{path} with a connection of its own (another process)."""
@@ -384,6 +605,38 @@ class SQLiteStoreTests(StoreContractMixin, TestCase):
 
     def delete_room_behind_back(self, room: Room) -> None:
         sqlite_execute(self.path, "DELETE FROM rooms WHERE id = ?", room.id)
+
+    def stored_outbox(self) -> list[tuple[str, str, bool]]:
+        rows = sqlite_execute(self.path,
+                              "SELECT id, destination, dead FROM outbox ORDER BY position")
+        return [(id, destination, bool(dead)) for id, destination, dead in rows]
+
+    async def test_writes_without_outbox(self) -> None:
+        """Without an outbox, each write runs the statements it always did, none of the outbox."""
+        statements: list[str] = []
+        self.store._db.set_trace_callback(statements.append)
+        room = await self.create()
+        await self.post(room, "m1")
+        self.assertEqual([s.split()[0] for s in statements],
+                         ["BEGIN", "INSERT", "COMMIT", "BEGIN", "UPDATE", "INSERT", "COMMIT"])
+        await self.store.update_room(room, RoomChanges(
+            state="paused", title="t", hashtags=(), expires_at=NOW + 1))
+        await self.store.delete_message(room, 1)
+        await self.store.delete_room(room)
+        self.assertFalse([s for s in statements if "outbox" in s])
+
+    async def test_outbox_survives_reopen(self) -> None:
+        """What is pending is still pending when the file is opened again (after a crash)."""
+        await self.store.add_outbox([delivery("e1")])
+        again = open_store(self, self.path)
+        self.assertEqual(resolve(self, again.pending_deliveries(10)), [delivery("e1")])
+
+    def test_outbox_index(self) -> None:
+        """The replay queue reads what is pending through an index that leaves dead ones out."""
+        plan = sqlite_execute(
+            self.path, "EXPLAIN QUERY PLAN SELECT id, destination, body FROM outbox"
+            " WHERE NOT dead ORDER BY position LIMIT 100")
+        self.assertIn("outbox_pending", str(plan))
 
     def test_migrations_applied(self) -> None:
         """A fresh file gets every migration, recorded once each in schema_version."""
@@ -450,6 +703,68 @@ class PostgresStoreTests(StoreContractMixin, TestCase):
 
     def delete_room_behind_back(self, room: Room) -> None:
         execute(self.url, "DELETE FROM rooms WHERE id = %s", room.id)
+
+    def stored_outbox(self) -> list[tuple[str, str, bool]]:
+        rows = execute(self.url, "SELECT id, destination, dead FROM outbox ORDER BY position")
+        return [(id, destination, dead) for id, destination, dead in rows]
+
+    async def test_writes_without_outbox(self) -> None:
+        """
+        Without an outbox, each write is the one statement it always was: the post
+        path's cost does not change when the outbox is off.
+        """
+        statements: list[str] = []
+        query = self.store._query
+
+        def spy(sql: str, params: Any = None) -> Deferred[list[tuple[Any, ...]]]:
+            statements.append(sql)
+            return query(sql, params)
+
+        self.store._query = spy
+        room = await self.create()
+        await self.post(room, "m1")
+        await self.store.update_room(room, RoomChanges(
+            state="paused", title="t", hashtags=(), expires_at=NOW + 1))
+        await self.store.delete_message(room, 1)
+        await self.store.delete_room(room)
+        self.assertEqual(statements, [postgres._CREATE_ROOM, postgres._POST,
+                                      postgres._UPDATE_ROOM, postgres._DELETE_MESSAGE,
+                                      postgres._DELETE_ROOM])
+        self.assertFalse([s for s in statements if "outbox" in s])
+
+    async def test_writes_with_outbox_one_statement(self) -> None:
+        """With an outbox, each write is still one statement: one round trip, one transaction."""
+        statements: list[str] = []
+        query = self.store._query
+
+        def spy(sql: str, params: Any = None) -> Deferred[list[tuple[Any, ...]]]:
+            statements.append(sql)
+            return query(sql, params)
+
+        self.store._query = spy
+        room = await self.store.create_room(new_room(), outbox=[delivery("a")])
+        await self.store.post(room, chat("m1"), outbox=[delivery("b")])
+        await self.store.update_room(room, RoomChanges(
+            state="paused", title="t", hashtags=(), expires_at=NOW + 1), outbox=[delivery("c")])
+        await self.store.delete_message(room, 1, outbox=[delivery("d")])
+        await self.store.delete_room(room, outbox=[delivery("e")])
+        self.assertEqual(statements, [postgres._CREATE_ROOM_OUTBOX, postgres._POST_OUTBOX,
+                                      postgres._UPDATE_ROOM_OUTBOX, postgres._DELETE_MESSAGE_OUTBOX,
+                                      postgres._DELETE_ROOM_OUTBOX])
+        self.assertEqual([d.id for d in await self.store.pending_deliveries(10)], list("abcde"))
+
+    async def test_outbox_seen_by_other_daemons(self) -> None:
+        """What one store left pending, another (a daemon started after a crash) finds."""
+        await self.store.add_outbox([delivery("e1")])
+        other = await self.open_store(1)
+        self.assertEqual(await other.pending_deliveries(10), [delivery("e1")])
+
+    async def test_outbox_index(self) -> None:
+        """The replay queue reads what is pending through an index that leaves dead ones out."""
+        rows = execute(self.url, "SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+                       "outbox_pending")
+        self.assertEqual(len(rows), 1)
+        self.assertIn("(\"position\") WHERE (NOT dead)", rows[0][0])
 
     def test_migrations_in_step(self) -> None:
         """Both engines have the same numbered migrations, under the same names."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 
 @frozen
@@ -102,6 +102,38 @@ class NewMessage:
     body: str
     created_at: int
     source: dict[str, Any] | None = None
+
+
+SEQ_PLACEHOLDER = b'"seq":null'
+"""
+In the body of a delivery written with a post, this first occurrence stands for the
+message's seq, which the store fills in once it has allocated it.
+"""
+
+
+@frozen
+class Delivery:
+    """
+    One HTTP request to replay to one destination: a webhook's event, or a request
+    the reflektor accepted. C{id} is the same for every destination of one event,
+    and on every retry: receivers drop duplicates by it.
+    """
+
+    id: str
+    destination: str
+    """Which queue: C{webhook <url>} or C{replay <base url>}."""
+    created_at: int
+    method: str
+    path: str
+    """Appended to the destination's URL, with any query string."""
+    content_type: str | None
+    event: str | None
+    """The webhook event (C{message.created}, ...); None for a replayed request."""
+    body: bytes = field(repr=False)
+
+    def with_seq(self, seq: int) -> Delivery:
+        """This delivery with the message's seq in place of L{SEQ_PLACEHOLDER}."""
+        return evolve(self, body=self.body.replace(SEQ_PLACEHOLDER, b'"seq":%d' % seq, 1))
 
 
 @frozen

@@ -16,6 +16,7 @@ L{Unavailable} (a 503) instead of waiting.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -47,6 +48,8 @@ from zope.interface import implementer
 from tmd import bus, tokens
 from tmd.errors import NameTaken, NotFound, Unavailable
 from tmd.model import (
+    SEQ_PLACEHOLDER,
+    Delivery,
     Message,
     NewMessage,
     NewRoom,
@@ -81,7 +84,46 @@ _ROOM_COLUMNS = (
     " owner_token_hash, hashtags, last_seq"
 )
 
-_POST = """
+_DELIVERY_COLUMNS = "id, destination, created_at, method, path, content_type, event, body"
+
+
+def _insert_deliveries(param: str, after: str | None = None, body: str = "b.body") -> str:
+    """
+    The INSERT of the deliveries in C{param} (from L{_deliveries}) into the outbox, in
+    order; with C{after}, once for each row of that CTE, so only if its change happened.
+    C{body} is the stored body, an expression of the decoded C{b.body}.
+    """
+    source = f"{after}, " if after is not None else ""
+    return (
+        f"INSERT INTO outbox ({_DELIVERY_COLUMNS})"
+        " SELECT o.id, o.destination, o.created_at, o.method, o.path, o.content_type, o.event,"
+        f" {body} FROM {source}ROWS FROM (json_to_recordset({param}::json) AS ("
+        "id text, destination text, created_at bigint, method text, path text,"
+        " content_type text, event text, body text)) WITH ORDINALITY AS o,"
+        " LATERAL decode(o.body, 'base64') AS b (body)"
+        " ORDER BY o.ordinality ON CONFLICT (id, destination) DO NOTHING"
+    )
+
+
+def _outboxed(after: str, param: str = "%s", body: str = "b.body") -> str:
+    """One more CTE for a write's statement: L{_insert_deliveries} after the CTE C{after}."""
+    return f", outboxed AS ({_insert_deliveries(param, after, body)})"
+
+
+def _deliveries(deliveries: Sequence[Delivery]) -> str:
+    """C{deliveries} as one parameter: a JSON array, bodies in base64."""
+    return json.dumps([
+        {"id": d.id, "destination": d.destination, "created_at": d.created_at,
+         "method": d.method, "path": d.path, "content_type": d.content_type, "event": d.event,
+         "body": base64.b64encode(d.body).decode("ascii")}
+        for d in deliveries
+    ])
+
+
+# The outbox is opt-in: each write below has its statement without one (as it always was)
+# and one with a CTE more, which stores the deliveries in the same statement and transaction.
+
+_POST_CHANGE = """
 WITH next AS (
     UPDATE rooms SET last_seq = last_seq + 1 WHERE id = %(room_id)s RETURNING id, last_seq
 ), inserted AS (
@@ -89,9 +131,50 @@ WITH next AS (
     SELECT id, last_seq, %(kind)s, %(author)s, %(participant_id)s, %(body)s, %(created_at)s,
            %(source)s::jsonb
     FROM next RETURNING seq
-)
+)"""
+_POST_NOTIFY = """
 SELECT seq, pg_notify(%(channel)s, %(head)s || seq || %(tail)s) FROM inserted
 """
+_POST = _POST_CHANGE + _POST_NOTIFY
+
+# In each body the first placeholder becomes the seq, as Delivery.with_seq does it.
+_PLACEHOLDER = f"'\\x{SEQ_PLACEHOLDER.hex()}'::bytea"
+_POST_OUTBOX = _POST_CHANGE + _outboxed(
+    "inserted", "%(outbox)s",
+    f"CASE position({_PLACEHOLDER} IN b.body) WHEN 0 THEN b.body"
+    f" ELSE overlay(b.body PLACING convert_to('\"seq\":' || inserted.seq, 'UTF8')"
+    f" FROM position({_PLACEHOLDER} IN b.body) FOR {len(SEQ_PLACEHOLDER)}) END",
+) + _POST_NOTIFY
+
+_CREATE_ROOM = (
+    "INSERT INTO rooms (name, title, created_at, expires_at, max_length,"
+    " password_hash, hashtags, owner_token_hash)"
+    f" VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s) RETURNING {_ROOM_COLUMNS}"
+)
+_CREATE_ROOM_OUTBOX = (f"WITH created AS ({_CREATE_ROOM}){_outboxed('created')}"
+                       " SELECT * FROM created")
+
+_UPDATE_ROOM_CHANGE = (
+    "WITH updated AS (UPDATE rooms SET state = %s, title = %s, hashtags = %s::jsonb,"
+    f" expires_at = %s WHERE id = %s RETURNING {_ROOM_COLUMNS})"
+)
+_UPDATE_ROOM_NOTIFY = " SELECT updated.*, pg_notify(%s, %s) FROM updated"
+_UPDATE_ROOM = _UPDATE_ROOM_CHANGE + _UPDATE_ROOM_NOTIFY
+_UPDATE_ROOM_OUTBOX = _UPDATE_ROOM_CHANGE + _outboxed("updated") + _UPDATE_ROOM_NOTIFY
+
+_DELETE_NOTIFY = " SELECT pg_notify(%s, %s) FROM deleted"
+_DELETE_ROOM_CHANGE = "WITH deleted AS (DELETE FROM rooms WHERE id = %s RETURNING id)"
+_DELETE_ROOM = _DELETE_ROOM_CHANGE + _DELETE_NOTIFY
+_DELETE_ROOM_OUTBOX = _DELETE_ROOM_CHANGE + _outboxed("deleted") + _DELETE_NOTIFY
+
+_DELETE_MESSAGE_CHANGE = (
+    "WITH deleted AS (UPDATE messages SET deleted = true"
+    " WHERE room_id = %s AND seq = %s AND NOT deleted RETURNING seq)"
+)
+_DELETE_MESSAGE = _DELETE_MESSAGE_CHANGE + _DELETE_NOTIFY
+_DELETE_MESSAGE_OUTBOX = _DELETE_MESSAGE_CHANGE + _outboxed("deleted") + _DELETE_NOTIFY
+
+_ADD_OUTBOX = _insert_deliveries("%s")
 
 _MESSAGES = """
 SELECT r.last_seq, m.seq, m.kind, m.author, m.body, m.created_at, m.source, m.participant_id
@@ -339,6 +422,17 @@ def _deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]
     return wrapper
 
 
+def _outbox_parameter(outbox: Sequence[Delivery]) -> tuple[str, ...]:
+    """The parameter of the statements with an outbox, or none for those without."""
+    return (_deliveries(outbox),) if outbox else ()
+
+
+def _delivery(id: str, destination: str, created_at: int, method: str, path: str,
+              content_type: str | None, event: str | None, body: memoryview) -> Delivery:
+    return Delivery(id=id, destination=destination, created_at=created_at, method=method,
+                    path=path, content_type=content_type, event=event, body=bytes(body))
+
+
 def _room(row: Sequence[Any]) -> Room:
     (id, name, title, state, created_at, expires_at, max_length, password_hash,
      owner_token_hash, hashtags, last_seq) = row
@@ -448,14 +542,13 @@ class PostgresStore:
         return self._query("SELECT 1").addCallback(lambda _: None)
 
     @_deferred
-    async def create_room(self, new: NewRoom) -> Room:
+    async def create_room(self, new: NewRoom, outbox: Sequence[Delivery] = ()) -> Room:
         try:
             [row] = await self._query(
-                "INSERT INTO rooms (name, title, created_at, expires_at, max_length,"
-                " password_hash, hashtags, owner_token_hash)"
-                f" VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s) RETURNING {_ROOM_COLUMNS}",
+                _CREATE_ROOM_OUTBOX if outbox else _CREATE_ROOM,
                 (new.name, new.title, new.created_at, new.expires_at, new.max_length,
-                 new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash))
+                 new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash,
+                 *_outbox_parameter(outbox)))
         except psycopg2.errors.UniqueViolation as e:
             if e.diag.constraint_name != "rooms_name_key":
                 raise
@@ -507,14 +600,18 @@ class PostgresStore:
         return bool(rows)
 
     @_deferred
-    async def post(self, room: Room, new: NewMessage) -> Message:
+    async def post(self, room: Room, new: NewMessage,
+                   outbox: Sequence[Delivery] = ()) -> Message:
         head, tail = bus.message_notice(self.origin, room, new)
-        rows = await self._query(_POST, {
+        params = {
             "room_id": room.id, "kind": new.kind, "author": new.author,
             "participant_id": new.participant_id, "body": new.body, "created_at": new.created_at,
             "source": json.dumps(new.source) if new.source is not None else None,
             "channel": self.channel, "head": head, "tail": tail,
-        })
+        }
+        if outbox:
+            params["outbox"] = _deliveries(outbox)
+        rows = await self._query(_POST_OUTBOX if outbox else _POST, params)
         if not rows:
             raise NotFound(f"There is no room '{room.name}'.")
         return Message(seq=rows[0][0], room=room.name, kind=new.kind, author=new.author,
@@ -522,22 +619,21 @@ class PostgresStore:
                        participant_id=new.participant_id)
 
     @_deferred
-    async def update_room(self, room: Room, changed: RoomChanges) -> Room | None:
+    async def update_room(self, room: Room, changed: RoomChanges,
+                          outbox: Sequence[Delivery] = ()) -> Room | None:
         rows = await self._query(
-            "WITH updated AS (UPDATE rooms SET state = %s, title = %s, hashtags = %s::jsonb,"
-            f" expires_at = %s WHERE id = %s RETURNING {_ROOM_COLUMNS})"
-            " SELECT updated.*, pg_notify(%s, %s) FROM updated",
+            _UPDATE_ROOM_OUTBOX if outbox else _UPDATE_ROOM,
             (changed.state, changed.title, json.dumps(list(changed.hashtags)),
-             changed.expires_at, room.id, self.channel,
+             changed.expires_at, room.id, *_outbox_parameter(outbox), self.channel,
              bus.room_notice(self.origin, "r", room)))
         return _room(rows[0][:-1]) if rows else None
 
     @_deferred
-    async def delete_room(self, room: Room) -> bool:
+    async def delete_room(self, room: Room, outbox: Sequence[Delivery] = ()) -> bool:
         rows = await self._query(
-            "WITH deleted AS (DELETE FROM rooms WHERE id = %s RETURNING id)"
-            " SELECT pg_notify(%s, %s) FROM deleted",
-            (room.id, self.channel, bus.room_notice(self.origin, "x", room)))
+            _DELETE_ROOM_OUTBOX if outbox else _DELETE_ROOM,
+            (room.id, *_outbox_parameter(outbox), self.channel,
+             bus.room_notice(self.origin, "x", room)))
         return bool(rows)
 
     @_deferred
@@ -553,12 +649,12 @@ class PostgresStore:
         return [_room(row[:-1]) for row in rows]
 
     @_deferred
-    async def delete_message(self, room: Room, seq: int) -> bool:
+    async def delete_message(self, room: Room, seq: int,
+                             outbox: Sequence[Delivery] = ()) -> bool:
         rows = await self._query(
-            "WITH deleted AS (UPDATE messages SET deleted = true"
-            " WHERE room_id = %s AND seq = %s AND NOT deleted RETURNING seq)"
-            " SELECT pg_notify(%s, %s) FROM deleted",
-            (room.id, seq, self.channel, bus.room_notice(self.origin, "d", room, seq=seq)))
+            _DELETE_MESSAGE_OUTBOX if outbox else _DELETE_MESSAGE,
+            (room.id, seq, *_outbox_parameter(outbox), self.channel,
+             bus.room_notice(self.origin, "d", room, seq=seq)))
         return bool(rows)
 
     @_deferred
@@ -576,3 +672,23 @@ class PostgresStore:
             " m.participant_id FROM messages m JOIN rooms r ON r.id = m.room_id"
             " WHERE m.room_id = %s AND m.seq = %s AND NOT m.deleted", (room_id, seq))
         return _message(*rows[0]) if rows else None
+
+    def add_outbox(self, deliveries: Sequence[Delivery]) -> Deferred[None]:
+        if not deliveries:
+            return succeed(None)
+        return self._execute(_ADD_OUTBOX, (_deliveries(deliveries),))
+
+    @_deferred
+    async def pending_deliveries(self, limit: int) -> list[Delivery]:
+        rows = await self._query(
+            f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE NOT dead ORDER BY position LIMIT %s",
+            (limit,))
+        return [_delivery(*row) for row in rows]
+
+    def delivered(self, delivery: Delivery) -> Deferred[None]:
+        return self._execute("DELETE FROM outbox WHERE id = %s AND destination = %s",
+                             (delivery.id, delivery.destination))
+
+    def dead_letter(self, delivery: Delivery) -> Deferred[None]:
+        return self._execute("UPDATE outbox SET dead = true WHERE id = %s AND destination = %s",
+                             (delivery.id, delivery.destination))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from tmd.errors import NameTaken, NotFound
 from tmd.model import (
+    Delivery,
     Message,
     NewMessage,
     NewRoom,
@@ -42,6 +43,7 @@ _ROOM_COLUMNS = (
     " owner_token_hash, hashtags, last_seq"
 )
 _MESSAGE_COLUMNS = "seq, kind, author, body, created_at, source, participant_id"
+_DELIVERY_COLUMNS = "id, destination, created_at, method, path, content_type, event, body"
 
 
 class Pool(Protocol):
@@ -138,7 +140,7 @@ class SQLiteStore:
     def check(self) -> Deferred[None]:
         return self._run(lambda db: db.execute("SELECT 1").fetchone() and None)
 
-    def create_room(self, new: NewRoom) -> Deferred[Room]:
+    def create_room(self, new: NewRoom, outbox: Sequence[Delivery] = ()) -> Deferred[Room]:
         def insert(db: sqlite3.Connection) -> Room:
             try:
                 with _transaction(db):
@@ -149,6 +151,7 @@ class SQLiteStore:
                         (new.name, new.title, new.created_at, new.expires_at, new.max_length,
                          new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash),
                     ).fetchone()
+                    _add_outbox(db, outbox)
             except sqlite3.IntegrityError as e:
                 if "rooms.name" not in str(e):
                     raise
@@ -216,7 +219,8 @@ class SQLiteStore:
 
         return self._run(update)
 
-    def post(self, room: Room, new: NewMessage) -> Deferred[Message]:
+    def post(self, room: Room, new: NewMessage,
+             outbox: Sequence[Delivery] = ()) -> Deferred[Message]:
         def insert(db: sqlite3.Connection) -> Message:
             with _transaction(db):
                 row = db.execute(
@@ -232,13 +236,15 @@ class SQLiteStore:
                     (room.id, seq, new.kind, new.author, new.participant_id, new.body,
                      new.created_at, json.dumps(new.source) if new.source is not None else None),
                 )
+                _add_outbox(db, [delivery.with_seq(seq) for delivery in outbox])
             return Message(seq=seq, room=room.name, kind=new.kind, author=new.author,
                            body=new.body, created_at=new.created_at, source=new.source,
                            participant_id=new.participant_id)
 
         return self._run(insert)
 
-    def update_room(self, room: Room, changed: RoomChanges) -> Deferred[Room | None]:
+    def update_room(self, room: Room, changed: RoomChanges,
+                    outbox: Sequence[Delivery] = ()) -> Deferred[Room | None]:
         def update(db: sqlite3.Connection) -> Room | None:
             with _transaction(db):
                 row = db.execute(
@@ -247,14 +253,20 @@ class SQLiteStore:
                     (changed.state, changed.title, json.dumps(list(changed.hashtags)),
                      changed.expires_at, room.id),
                 ).fetchone()
-            return _room(row) if row is not None else None
+                if row is None:
+                    return None
+                _add_outbox(db, outbox)
+            return _room(row)
 
         return self._run(update)
 
-    def delete_room(self, room: Room) -> Deferred[bool]:
+    def delete_room(self, room: Room, outbox: Sequence[Delivery] = ()) -> Deferred[bool]:
         def delete(db: sqlite3.Connection) -> bool:
             with _transaction(db):
-                return db.execute("DELETE FROM rooms WHERE id = ?", (room.id,)).rowcount > 0
+                if not db.execute("DELETE FROM rooms WHERE id = ?", (room.id,)).rowcount:
+                    return False
+                _add_outbox(db, outbox)
+            return True
 
         return self._run(delete)
 
@@ -280,12 +292,17 @@ class SQLiteStore:
 
         return self._run(purge)
 
-    def delete_message(self, room: Room, seq: int) -> Deferred[bool]:
+    def delete_message(self, room: Room, seq: int,
+                       outbox: Sequence[Delivery] = ()) -> Deferred[bool]:
         def delete(db: sqlite3.Connection) -> bool:
             with _transaction(db):
-                return db.execute(
+                deleted = db.execute(
                     "UPDATE messages SET deleted = 1 WHERE room_id = ? AND seq = ? AND NOT deleted",
-                    (room.id, seq)).rowcount > 0
+                    (room.id, seq)).rowcount
+                if not deleted:
+                    return False
+                _add_outbox(db, outbox)
+            return True
 
         return self._run(delete)
 
@@ -303,6 +320,50 @@ class SQLiteStore:
             return [_message(room.name, r) for r in rows], row[0]
 
         return self._run(select)
+
+    def add_outbox(self, deliveries: Sequence[Delivery]) -> Deferred[None]:
+        if not deliveries:
+            return succeed(None)
+
+        def insert(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                _add_outbox(db, deliveries)
+
+        return self._run(insert)
+
+    def pending_deliveries(self, limit: int) -> Deferred[list[Delivery]]:
+        def select(db: sqlite3.Connection) -> list[Delivery]:
+            rows = db.execute(f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE NOT dead"
+                              " ORDER BY position LIMIT ?", (limit,)).fetchall()
+            return [Delivery(*row) for row in rows]
+
+        return self._run(select)
+
+    def delivered(self, delivery: Delivery) -> Deferred[None]:
+        def delete(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("DELETE FROM outbox WHERE id = ? AND destination = ?",
+                           (delivery.id, delivery.destination))
+
+        return self._run(delete)
+
+    def dead_letter(self, delivery: Delivery) -> Deferred[None]:
+        def update(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("UPDATE outbox SET dead = 1 WHERE id = ? AND destination = ?",
+                           (delivery.id, delivery.destination))
+
+        return self._run(update)
+
+
+def _add_outbox(db: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
+    """Insert C{deliveries} in order, inside the caller's transaction."""
+    if deliveries:
+        db.executemany(
+            f"INSERT INTO outbox ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id, destination) DO NOTHING",
+            [(d.id, d.destination, d.created_at, d.method, d.path, d.content_type, d.event,
+              d.body) for d in deliveries])
 
 
 @contextmanager
