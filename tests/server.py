@@ -23,6 +23,7 @@ from tmd.bus import Bus, LocalBus, PostgresBus
 from tmd.chat import Chat
 from tmd.hub import Hub
 from tmd.limits import RateLimiter
+from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.store.postgres import PostgresStore
 from tmd.web import WebService
@@ -55,11 +56,13 @@ class Server:
 
 async def start_server(test: TestCase, store: IStore | None = None,
                        clock: IReactorTime | None = None,
-                       limiter: RateLimiter | None = None) -> Server:
+                       limiter: RateLimiter | None = None,
+                       relay: Relay | None = None) -> Server:
     """
     Start the web service on a free port; it stops when the test ends. The store is
     a new SQLite file, or C{store} (open); on PostgreSQL, with the Bus. The chat core
-    reads the time from C{clock} (default: the reactor). No rate limits, unless C{limiter}.
+    reads the time from C{clock} (default: the reactor). No rate limits, unless C{limiter};
+    no webhooks or reflektor, unless C{relay}.
     """
     if store is None:
         store = open_store(test)
@@ -71,9 +74,9 @@ async def start_server(test: TestCase, store: IStore | None = None,
         await bus.start()
         test.addCleanup(bus.stop)
     chat = Chat(store, hub, clock if clock is not None else reactor, in_thread_now, bus,
-                limiter)
+                limiter, relay)
     web = WebService(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), chat, store, hub,
-                     reactor)
+                     reactor, relay=relay)
     await web.startService()
     test.addCleanup(web.stopService)
     assert web.port is not None

@@ -148,10 +148,10 @@ class BuildTests(SynchronousTestCase):
         self.config = Config(listen="tcp:8123", database="sqlite:" + database_path(self))
 
     def test_children(self) -> None:
-        """The root service starts store, hub, bus, reaper and web, in that order."""
+        """The root service starts store, hub, bus, relay, reaper and web, in that order."""
         root = build(self.config, self.reactor)
         self.assertEqual([service.name for service in root],
-                         ["store", "hub", "bus", "reaper", "web"])
+                         ["store", "hub", "bus", "relay", "reaper", "web"])
         self.assertIsInstance(root.getServiceNamed("web"), WebService)
 
     def test_nothing_done(self) -> None:

@@ -28,6 +28,7 @@ from tests.test_web import with_server
 from tmd.chat import Chat
 from tmd.hub import Hub
 from tmd.model import Message, NewMessage, Room
+from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.web.app import WebApp
 
@@ -374,7 +375,8 @@ class BackPressureTests(SynchronousTestCase):
         self.successResultOf(store.post(room, NewMessage(
             kind="chat", author="ada", participant_id=None, body="Is light a wave?",
             created_at=FIVE_PM)))
-        site = Site(WebApp(chat, store, Resource(), Path()).app.resource(),  # type: ignore[arg-type]
+        site = Site(WebApp(chat, store, Resource(), Path(),  # type: ignore[arg-type]
+                           Relay(store, Clock())).app.resource(),  # type: ignore[arg-type]
                     reactor=Clock())
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
         transport = StringTransport()

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
@@ -35,11 +36,13 @@ from tmd.errors import (
 from tmd.hub import Hub
 from tmd.limits import NO_LIMITS, RateLimiter
 from tmd.model import Event, Message, NewMessage, NewRoom, Participant, Room, RoomChanges
+from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.wire import (
     deleted_frame,
     field_of,
     message_frame,
+    message_json,
     required,
     room_frame,
     room_json,
@@ -112,13 +115,15 @@ class Chat:
     """Rooms, participants and posts; every method validates its input first."""
 
     def __init__(self, store: IStore, hub: Hub, clock: IReactorTime, in_thread: InThread,
-                 bus: Bus | None = None, limiter: RateLimiter | None = None) -> None:
+                 bus: Bus | None = None, limiter: RateLimiter | None = None,
+                 relay: Relay | None = None) -> None:
         self._store = store
         self._hub = hub
         self._clock = clock
         self._in_thread = in_thread
         self._bus = bus if bus is not None else LocalBus(hub)
         self._limiter = limiter if limiter is not None else RateLimiter(NO_LIMITS, clock)
+        self._relay = relay if relay is not None else Relay(store, clock)
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -148,11 +153,15 @@ class Chat:
             password_hash = await self._in_thread(tokens.hash_password, password)
         owner_token = tokens.new_token()
         now = self.now_ms()
-        room = await self._store.create_room(NewRoom(
+        new = NewRoom(
             name=name, title=title, created_at=now, expires_at=now + lifetime * 1000,
             max_length=max_length, hashtags=hashtags, password_hash=password_hash,
             owner_token_hash=tokens.token_hash(owner_token),
-        ))
+        )
+        pending = self._relay.event("room.created", name, self.room_json(Room(
+            id=0, state="open", last_seq=0, **attrs.asdict(new, recurse=False))))
+        room = await self._store.create_room(new, outbox=pending.outbox)
+        pending.committed()
         return room, owner_token
 
     async def room(self, name: str) -> Room:
@@ -219,10 +228,14 @@ class Chat:
         assert participant is not None  # a token that finds no one is refused above
         self._check_post(room, participant, body)
         self._limiter.post_by(participant.id)
-        message = await self._store.post(room, NewMessage(
-            kind="chat", author=participant.nickname, participant_id=participant.id, body=body,
-            created_at=self.now_ms()))
+        new = NewMessage(kind="chat", author=participant.nickname, participant_id=participant.id,
+                         body=body, created_at=self.now_ms())
+        pending = self._relay.event("message.created", room.name, {
+            **message_json(Message(seq=0, room=room.name, **attrs.asdict(new, recurse=False))),
+            "seq": None})  # the store's seq, once allocated
+        message = await self._store.post(room, new, outbox=pending.outbox)
         self._bus.publish(Event(room_id=room.id, frame=message_frame(message), message=message))
+        pending.committed(message.seq)
         return message
 
     async def owned_room(self, name: str, token: str | None) -> Room:
@@ -251,11 +264,14 @@ class Chat:
             expires_at = room.created_at + _bounded(request, "lifetime", LIFETIME) * 1000
         if room.state_at(self.now_ms()) == "closed":
             raise RoomClosed("This room is closed for good.")
-        updated = await self._store.update_room(room, RoomChanges(
-            state=state, title=title, hashtags=hashtags, expires_at=expires_at))
+        changes = RoomChanges(state=state, title=title, hashtags=hashtags, expires_at=expires_at)
+        pending = self._relay.event("room.updated", room.name, self.room_json(
+            attrs.evolve(room, **attrs.asdict(changes, recurse=False))))
+        updated = await self._store.update_room(room, changes, outbox=pending.outbox)
         if updated is None:
             raise NotFound(f"There is no room '{name}'.")
         self._bus.publish(Event(room_id=room.id, frame=self.room_frame(updated)))
+        pending.committed()
         return updated
 
     def room_frame(self, room: Room) -> bytes:
@@ -264,15 +280,18 @@ class Chat:
     async def delete_room(self, name: str, token: str | None) -> None:
         """Delete a room and all in it; its live clients are told and disconnected."""
         room = await self.owned_room(name, token)
-        if not await self._store.delete_room(room):
+        pending = self._relay.event("room.deleted", room.name, self.room_json(room))
+        if not await self._store.delete_room(room, outbox=pending.outbox):
             raise NotFound(f"There is no room '{name}'.")
         self._bus.publish(room_gone(room.id))
+        pending.committed()
 
     async def close_expired(self, limit: int) -> list[Room]:
         """Close up to C{limit} rooms whose lifetime is over; their live clients are told."""
         rooms = await self._store.close_expired(self.now_ms(), limit)
         for room in rooms:
             self._bus.publish(Event(room_id=room.id, frame=self.room_frame(room)))
+            await self._relay.emit("room.updated", room.name, self.room_json(room))
         return rooms
 
     async def purge_expired(self, grace_ms: int, limit: int) -> list[Room]:
@@ -280,14 +299,17 @@ class Chat:
         rooms = await self._store.purge_expired(self.now_ms() - grace_ms, limit)
         for room in rooms:
             self._bus.publish(room_gone(room.id))
+            await self._relay.emit("room.deleted", room.name, self.room_json(room))
         return rooms
 
     async def delete_message(self, name: str, token: str | None, seq: int) -> None:
         """Delete one message of a room; live clients get a C{deleted} frame."""
         room = await self.owned_room(name, token)
-        if not await self._store.delete_message(room, seq):
+        pending = self._relay.event("message.deleted", room.name, {"seq": seq})
+        if not await self._store.delete_message(room, seq, outbox=pending.outbox):
             raise NotFound(f"There is no message {seq} in this room.")
         self._bus.publish(Event(room_id=room.id, frame=deleted_frame(seq)))
+        pending.committed()
 
     async def participants(self, name: str, token: str | None) -> list[Participant]:
         """Everyone who joined the room, for its owner."""

@@ -8,6 +8,7 @@ as they are for their own services to read.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,6 +32,35 @@ DEFAULT_PURGE_AFTER = 7 * 86_400
 MAX_PURGE_AFTER = 10 * 365 * 86_400
 
 
+DEFAULT_SHUTDOWN_TIMEOUT = 10
+MAX_SHUTDOWN_TIMEOUT = 3600
+
+
+@frozen
+class Webhook:
+    """A URL that receives every room event, signed with its own secret."""
+
+    url: str
+    secret: str = field(repr=False)
+
+
+@frozen
+class Replay:
+    """The replay queue's settings: the reflektor endpoint, the outbox and the retry bounds."""
+
+    token: str | None = field(default=None, repr=False)
+    """The reflektor's bearer token; None: the endpoint is off."""
+    downstreams: tuple[str, ...] = ()
+    """Base URLs every accepted request is replayed to."""
+    outbox: bool = False
+    """Keep deliveries in the database until delivered (webhooks and replays)."""
+    max_attempts: int = 15
+    max_age: int = 86_400
+    """Seconds after which an undelivered item is given up (dead-lettered)."""
+    max_length: int = 10_000
+    """Deliveries waiting per destination, at most; more are dropped (kept if the outbox is on)."""
+
+
 @frozen
 class Config:
     listen: str = DEFAULT_LISTEN
@@ -47,11 +77,15 @@ class Config:
     """Origins (C{https://host[:port]}) whose pages may open live sockets, besides public_url's."""
     purge_after: int = DEFAULT_PURGE_AFTER
     """Seconds after a room expires before it is deleted with its messages (0: at once)."""
+    webhooks: tuple[Webhook, ...] = ()
+    replay: Replay = field(factory=Replay)
+    shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
+    """Seconds a stop waits for the replay queues to drain."""
 
 
 _TOP_LEVEL: dict[str, type] = {
     "listen": str, "database": str, "public_url": str, "db_pool_size": int,
-    "db_password_file": str, "purge_after": int,
+    "db_password_file": str, "purge_after": int, "shutdown_timeout": int,
 }
 
 
@@ -89,7 +123,14 @@ def load(options: Mapping[str, Any]) -> Config:
                           " host, such as https://chat.example.org.")
     settings["limits"] = _limits(sections.pop("limits", {}), options.get("limits", ()))
     settings["db_pool_size"] = _pool_size(settings.get("db_pool_size", DEFAULT_DB_POOL_SIZE))
-    settings["purge_after"] = _purge_after(settings.get("purge_after", DEFAULT_PURGE_AFTER))
+    settings["purge_after"] = _seconds(
+        "purge_after (--purge-after)", settings.get("purge_after", DEFAULT_PURGE_AFTER),
+        MAX_PURGE_AFTER)
+    settings["shutdown_timeout"] = _seconds(
+        "shutdown_timeout (--shutdown-timeout)",
+        settings.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT), MAX_SHUTDOWN_TIMEOUT)
+    settings["webhooks"] = _webhooks(sections.pop("webhooks", []))
+    settings["replay"] = _replay(sections.pop("replay", {}))
     if settings.get("db_password_file"):
         settings["db_password"] = read_secret(settings["db_password_file"])
     return Config(plugins=tuple(options.get("plugins", ())), sections=sections, **settings)
@@ -108,16 +149,77 @@ def _pool_size(value: int | str) -> int:
     return size
 
 
-def _purge_after(value: int | str) -> int:
+def _seconds(name: str, value: int | str, most: int) -> int:
     try:
         seconds = int(value)
     except ValueError:
         seconds = -1
-    if not 0 <= seconds <= MAX_PURGE_AFTER:
+    if not 0 <= seconds <= most:
         raise ConfigError(
-            f"purge_after (--purge-after) must be a number of seconds from 0 to {MAX_PURGE_AFTER}"
-            f" (10 years), not {value!r}.")
+            f"{name} must be a number of seconds from 0 to {most}, not {value!r}.")
     return seconds
+
+
+def _http_url(where: str, url: Any) -> str:
+    if not isinstance(url, str) or origin(url) is None:
+        raise ConfigError(f"{where}: {url!r} is not an http(s) URL.")
+    return url
+
+
+def _webhooks(listed: Any) -> tuple[Webhook, ...]:
+    """The C{[[webhooks]]} tables: each a URL and a secret (inline or in a file)."""
+    if not isinstance(listed, list) or not all(isinstance(t, dict) for t in listed):
+        raise ConfigError("Write webhooks as [[webhooks]] tables with url and secret_file.")
+    found = []
+    for n, table in enumerate(listed, 1):
+        where = f"webhook {n}"
+        unknown = set(table) - {"url", "secret", "secret_file"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}.")
+        url = _http_url(f"{where} url", table.get("url"))
+        if ("secret" in table) == ("secret_file" in table):
+            raise ConfigError(f"{where} ({url}) needs a secret_file, or a secret, not both.")
+        secret = table.get("secret")
+        if "secret_file" in table:
+            secret = read_secret(str(table["secret_file"]))
+        if not isinstance(secret, str) or not secret:
+            raise ConfigError(f"{where} ({url}): the secret must be a non-empty string.")
+        found.append(Webhook(url, secret))
+    return tuple(found)
+
+
+_REPLAY_BOUNDS = {"max_attempts": (1, 1000), "max_age": (1, 30 * 86_400),
+                  "max_length": (1, 10_000_000)}
+
+
+def _replay(table: Any) -> Replay:
+    """The C{[replay]} table; the token comes from C{token_file} or C{TMD_REPLAY_TOKEN}."""
+    if not isinstance(table, dict):
+        raise ConfigError("'replay' must be a table: [replay].")
+    unknown = set(table) - {"token_file", "downstreams", "outbox", *_REPLAY_BOUNDS}
+    if unknown:
+        raise ConfigError(f"[replay]: unknown keys {sorted(unknown)}.")
+    downstreams = table.get("downstreams", [])
+    if not isinstance(downstreams, list):
+        raise ConfigError("[replay] downstreams must be a list of base URLs.")
+    settings: dict[str, Any] = {
+        "downstreams": tuple(_http_url("[replay] downstreams", u) for u in downstreams)}
+    if not isinstance(table.get("outbox", False), bool):
+        raise ConfigError("[replay] outbox must be true or false.")
+    settings["outbox"] = table.get("outbox", False)
+    for key, (low, high) in _REPLAY_BOUNDS.items():
+        value = table.get(key)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"[replay] {key} must be an integer from {low} to {high}.")
+            settings[key] = value
+    token = os.environ.get("TMD_REPLAY_TOKEN")
+    if "token_file" in table:
+        token = read_secret(str(table["token_file"]))
+    if bool(token) != bool(settings["downstreams"]):
+        raise ConfigError("The reflektor endpoint needs both a token ([replay] token_file or"
+                          " TMD_REPLAY_TOKEN) and downstreams; give both, or neither.")
+    return Replay(token=token or None, **settings)
 
 
 def _limits(table: Any, overrides: Iterable[str]) -> Limits:

@@ -1,7 +1,8 @@
 """
 C{twistd tmd}: the command-line options and the wiring of every service.
 
-C{build} is the one place where the services meet: store, hub, chat core, reaper, web.
+C{build} is the one place where the services meet: store, hub, bus, relay, chat core,
+reaper, web.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tmd.config import (
     DEFAULT_DB_POOL_SIZE,
     DEFAULT_LISTEN,
     DEFAULT_PURGE_AFTER,
+    DEFAULT_SHUTDOWN_TIMEOUT,
     Config,
     load,
 )
@@ -34,6 +36,7 @@ from tmd.hub import Hub
 from tmd.limits import RateLimiter
 from tmd.origins import origin
 from tmd.reaper import Reaper
+from tmd.relay import Relay
 from tmd.service import Lifecycle, Sequence
 from tmd.store import store_for
 from tmd.store.postgres import PostgresStore
@@ -63,6 +66,9 @@ class Options(usage.Options):
         ["purge-after", None, None,
          f"Seconds after a room expires (and closes) before it and its messages are deleted;"
          f" 0 deletes at once [default: {DEFAULT_PURGE_AFTER}, 7 days]"],
+        ["shutdown-timeout", None, None,
+         f"Seconds a stop (SIGTERM) waits for webhooks and replays still queued to be delivered"
+         f" [default: {DEFAULT_SHUTDOWN_TIMEOUT}]"],
         ["config", None, None, "A TOML configuration file."],
         ["public-url", None, None,
          "The URL people use to reach this daemon (for links), e.g. https://chat.example.org"],
@@ -137,15 +143,18 @@ def build(config: Config, reactor: Any) -> Sequence:
     if isinstance(store, PostgresStore):
         bus = PostgresBus(store, hub, reactor)
     in_thread = partial(deferToThreadPool, reactor, reactor.getThreadPool())
-    chat = Chat(store, hub, reactor, in_thread, bus, RateLimiter(config.limits, reactor))
+    relay = Relay(store, reactor, config.webhooks, config.replay)
+    chat = Chat(store, hub, reactor, in_thread, bus, RateLimiter(config.limits, reactor), relay)
     root = Sequence()
     Lifecycle("store", store.open, store.close).setServiceParent(root)
     Lifecycle("hub", lambda: None, hub.stop).setServiceParent(root)
     Lifecycle("bus", bus.start, bus.stop).setServiceParent(root)
+    Lifecycle("relay", relay.start,
+              partial(relay.stop, config.shutdown_timeout)).setServiceParent(root)
     reaper = Reaper(chat, reactor, config.purge_after)
     Lifecycle("reaper", reaper.start, reaper.stop).setServiceParent(root)
     web = WebService(serverFromString(reactor, config.listen), chat, store, hub, reactor,
-                     live_origins(config))
+                     live_origins(config), relay)
     web.setName("web")
     web.setServiceParent(root)
     root.started.addErrback(_abort, reactor)

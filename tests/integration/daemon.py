@@ -135,8 +135,13 @@ class Daemon:
     def output(self) -> str:
         return b"\n".join(self.lines).decode("utf-8", "replace")
 
-    async def restart(self) -> None:
-        await self.stop()
+    async def restart(self, kill: bool = False) -> None:
+        """Stop (or with C{kill}, SIGKILL, as a crash would) and start again."""
+        if kill:
+            self._process.signalProcess(signal.SIGKILL)
+            await self._output.ended.addTimeout(STOP_TIMEOUT, reactor)
+        else:
+            await self.stop()
         await self._spawn()
 
     async def stop(self) -> tuple[int | None, int | None]:

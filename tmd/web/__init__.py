@@ -15,6 +15,7 @@ from twisted.web.server import Site
 
 from tmd.chat import Chat
 from tmd.hub import Hub
+from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.web.app import WebApp
 from tmd.web.live import LiveFactory
@@ -43,11 +44,13 @@ class WebService(Service):
     log = Logger()
 
     def __init__(self, endpoint: IStreamServerEndpoint, chat: Chat, store: IStore, hub: Hub,
-                 reactor: IReactorTime, origins: frozenset[str] = frozenset()) -> None:
+                 reactor: IReactorTime, origins: frozenset[str] = frozenset(),
+                 relay: Relay | None = None) -> None:
         self._endpoint = endpoint
         self._reactor = reactor
         self.live = LiveFactory(chat, hub, reactor, origins)
-        app = WebApp(chat, store, WebSocketResource(self.live), static_dir())
+        app = WebApp(chat, store, WebSocketResource(self.live), static_dir(),
+                     relay if relay is not None else Relay(store, reactor))
         self.site = Site(app.app.resource(), requestFactory=LimitedRequest,
                          logFormatter=access_log_line)
         self.site.displayTracebacks = False

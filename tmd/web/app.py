@@ -20,12 +20,15 @@ from tmd.chat import Chat, room_name
 from tmd.errors import (
     ApiError,
     BadRequest,
+    MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
 from tmd.limits import address_key
+from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.transcript import transcript_format
 from tmd.web.download import Download
@@ -40,6 +43,7 @@ from tmd.wire import (
     participant_json,
 )
 
+REPLAYED_METHODS = (b"POST", b"PUT", b"PATCH", b"DELETE")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -119,9 +123,11 @@ class WebApp:
     app = Klein()
     add_error_handling(app)
 
-    def __init__(self, chat: Chat, store: IStore, live: IResource, static_dir: Path) -> None:
+    def __init__(self, chat: Chat, store: IStore, live: IResource, static_dir: Path,
+                 relay: Relay) -> None:
         self._chat = chat
         self._store = store
+        self._relay = relay
         self._live = live
         self._static_dir = static_dir
         self._openapi = encode(openapi_document(__version__))
@@ -212,6 +218,26 @@ class WebApp:
         if (request.getHeader(b"Upgrade") or b"").lower() != b"websocket":
             raise BadRequest("This endpoint speaks websocket: send an Upgrade request.")
         return self._live
+
+    @app.route("/replay/", branch=True)
+    async def replay(self, request: IRequest) -> bytes:
+        """The reflektor: answer 202 at once, then replay the request to every downstream."""
+        if not self._relay.reflektor:
+            raise NotFound("There is nothing at this address.")
+        if request.method not in REPLAYED_METHODS:
+            request.setHeader(b"Allow", b", ".join(REPLAYED_METHODS))
+            raise MethodNotAllowed("The reflektor replays POST, PUT, PATCH and DELETE.")
+        if not self._relay.authorized(bearer_token(request)):
+            raise Unauthorized("Send the replay token as 'Authorization: Bearer <token>'.")
+        if getattr(request, "too_large", False):
+            raise PayloadTooLarge("The body is over 64 KiB.")
+        path = request.uri.removeprefix(b"/replay/").decode("ascii", "replace")  # raw, with query
+        content_type = request.getHeader(b"Content-Type")
+        delivery_id = await self._relay.accept(
+            request.method.decode("ascii"), path,
+            content_type.decode("latin-1") if content_type is not None else None,
+            request.content.read())
+        return json_response(request, 202, {"id": delivery_id})
 
     @app.route("/api/v1/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
