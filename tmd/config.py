@@ -54,7 +54,7 @@ class Replay:
     """Base URLs every accepted request is replayed to."""
     outbox: bool = False
     """Keep deliveries in the database until delivered (webhooks and replays)."""
-    max_attempts: int = 15
+    max_attempts: int = 300
     max_age: int = 86_400
     """Seconds after which an undelivered item is given up (dead-lettered)."""
     max_length: int = 10_000

@@ -54,6 +54,7 @@ _ERROR_STATUSES: dict[int, tuple[str, str]] = {
     413: ("PayloadTooLarge", "The request body is too large."),
     415: ("UnsupportedMediaType",
           "The body is not `Content-Type: application/json`; the code is `bad_request`."),
+    405: ("MethodNotAllowed", "The path does not support this method; see `Allow`."),
     429: ("TooManyRequests", "Too many requests; try again after `Retry-After` seconds."),
     500: ("InternalError", "An unexpected server error."),
     503: ("ServiceUnavailable",
@@ -118,6 +119,14 @@ own origin (or the configured ones); other origins get an `error` frame (`forbid
 
 The server pings at least every 25 s; proxies in between should allow quiet sockets
 for at least 60 s.
+"""
+
+
+_REPLAY = """\
+The reflektor: answers `202` at once, then replays the request (the same method, path,
+query string, body and `Content-Type`, never the token) to every configured downstream,
+in order, each through its own queue with retries and back-off. Send the replay token
+as `Authorization: Bearer <token>`. Off (`404`) unless `[replay]` is configured.
 """
 
 
@@ -339,6 +348,10 @@ def _schemas() -> JSON:
             "body": {"type": "string", "description": "Trimmed, then 1..`max_length`"
                      " characters (`empty` / `too_long` otherwise)."},
         }),
+        "Accepted": _object({
+            "id": {"type": "string", "description": "The delivery id: each downstream gets it"
+                   " as `X-Tmd-Delivery`, the same on every retry."},
+        }),
         "Transcript": _object({
             "room": _schema("Room"),
             "messages": {"type": "array", "items": _schema("Message"),
@@ -495,6 +508,19 @@ def _paths() -> JSON:
                 _query("token", "A participant token (enables posting; needed for a"
                        " password room).", {"type": "string"}),
             ])},
+        "/replay/{path}": {
+            "parameters": [{"name": "path", "in": "path", "required": True,
+                            "description": "Appended to each downstream's base URL, with the"
+                            " query string.", "schema": {"type": "string"}}],
+            **{method: _operation(
+                f"replay{method.capitalize()}", "replay", f"Replay a {method.upper()}",
+                _REPLAY, {"202": _json("Accepted (and, with the outbox on, stored).",
+                                       _schema("Accepted"))},
+                errors={401: ("unauthorized",), 404: ("not_found",),
+                        405: ("method_not_allowed",), 413: ("payload_too_large",)},
+                security=[{"bearerAuth": []}])
+               for method in ("post", "put", "patch", "delete")},
+        },
         "/healthz": {"get": _operation(
             "health", "operations", "Health check",
             "Liveness and database check, for load balancers and monitoring.",
@@ -535,6 +561,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             {"name": "rooms", "description": "Create, inspect and join rooms."},
             {"name": "messages", "description": "Read and post messages."},
             {"name": "live", "description": "The websocket live view."},
+            {"name": "replay", "description": "The reflektor endpoint."},
             {"name": "operations", "description": "Health and this description."},
             {"name": "pages", "description": "The browser chat page."},
         ],
