@@ -135,6 +135,10 @@ class Daemon:
     def output(self) -> str:
         return b"\n".join(self.lines).decode("utf-8", "replace")
 
+    async def start_again(self) -> None:
+        """Start again, on the same directory and arguments, after C{stop}."""
+        await self._spawn()
+
     async def restart(self, kill: bool = False) -> None:
         """Stop (or with C{kill}, SIGKILL, as a crash would) and start again."""
         if kill:
