@@ -19,6 +19,13 @@ fresh schema of that database (created for the run and dropped after it), and
 times cross-daemon delivery: a second daemon on the same schema, a POST on the
 first, its frame on a websocket client of the second.
 
+The replay scenarios (C{--only replay}) start a fast downstream in a process of its
+own (C{bench/downstream.py}: 200 at once, a count at C{GET /count}) and a daemon per
+outbox setting (off, then on, SQLite) whose C{[replay]} section (a TOML file given
+with C{--config}) replays to it. They time C{/replay/...}'s 202 paced at 200 requests/s
+(open loop) and from 8 closed loops, and deliveries/s from the first 202 until the
+downstream has them all.
+
 Latencies are measured by the client, end to end on loopback, so they include the
 client's own work (treq, Autobahn, JSON), which shares the machine with the daemon.
 """
@@ -40,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +72,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 LISTENING = re.compile(rb"tmd listening on TCP [0-9.]+:(\d+)")
+DOWNSTREAM_LISTENING = re.compile(rb"downstream listening on TCP [0-9.]+:(\d+)")
 TWISTD = "from twisted.scripts.twistd import run; run()"
 """twistd from this very interpreter, whatever is (or is not) on PATH."""
 
@@ -76,9 +84,16 @@ CONNECT_TIMEOUT = 15.0
 CONNECT_PARALLEL = 32
 """Websocket handshakes in flight at once (the daemon listens with Twisted's backlog of 50)."""
 WARMUP = 20
-SCENARIOS = ("floor", "latency", "throughput", "fanout", "ws", "cross")
+SCENARIOS = ("floor", "latency", "throughput", "fanout", "ws", "cross", "replay")
 POSTGRES_SCENARIOS = ("latency", "throughput", "cross")
 POSTGRES_ENVIRONMENT = "TMD_BENCH_POSTGRES"
+
+REPLAY_RATE = 200
+"""Requests per second of the paced (open-loop) replay scenario."""
+DRAIN_TIMEOUT = 120.0
+"""Seconds the downstream may take to receive everything replayed so far."""
+DRAIN_POLL = 0.005
+"""Seconds between two reads of the downstream's count."""
 
 TODAYSMEET = {"p50_ms": 3.0, "p90_ms": 4.0}
 """TodaysMeet's post (reflektor answering a POST): the figures we compare against."""
@@ -95,15 +110,19 @@ class Sizes:
     pg_post_n: int  # post latency on PostgreSQL
     pg_throughput_m: int  # post throughput on PostgreSQL
     cross_n: int  # posts on daemon A timed to a websocket on daemon B (PostgreSQL)
+    replay_paced_s: float  # seconds of /replay/ requests at REPLAY_RATE, open loop
+    replay_saturation_s: float  # seconds of /replay/ requests by `concurrency` closed loops
+    replay_total: int  # requests timed until the downstream has them all
     deadline: float  # seconds for all scenarios of one engine together
 
 
 QUICK = Sizes(floor_n=300, post_n=800, concurrency=8, throughput_m=1600,
               fanout=((200, 50),), ws_n=800, pg_post_n=300, pg_throughput_m=800, cross_n=200,
-              deadline=60)
+              replay_paced_s=2, replay_saturation_s=2, replay_total=1000, deadline=90)
 FULL = Sizes(floor_n=2000, post_n=5000, concurrency=8, throughput_m=10000,
              fanout=((200, 300), (1000, 200)), ws_n=5000, pg_post_n=2000, pg_throughput_m=5000,
-             cross_n=2000, deadline=300)
+             cross_n=2000, replay_paced_s=5, replay_saturation_s=5, replay_total=2000,
+             deadline=300)
 
 
 class BenchError(Exception):
@@ -141,7 +160,8 @@ def summary(seconds: list[float]) -> dict[str, float]:
 # -- the daemon -------------------------------------------------------------------------------
 
 class _DaemonOutput(ProcessProtocol):
-    def __init__(self) -> None:
+    def __init__(self, listening: re.Pattern[bytes] = LISTENING) -> None:
+        self._pattern = listening
         self.lines: list[str] = []
         self.listening: Deferred[int] = Deferred()
         self.ended: Deferred[None] = Deferred()
@@ -152,7 +172,7 @@ class _DaemonOutput(ProcessProtocol):
         *complete, self._partial = (self._partial + data).split(b"\n")
         for line in complete:
             self.lines.append(line.decode("utf-8", "replace"))
-            match = LISTENING.search(line)
+            match = self._pattern.search(line)
             if match and not self.listening.called:
                 self.listening.callback(int(match.group(1)))
 
@@ -166,28 +186,22 @@ class _DaemonOutput(ProcessProtocol):
         if not self.listening.called:
             tail = "\n".join(self.lines[-30:])
             self.listening.errback(
-                BenchError(f"twistd exited {self.status} before listening:\n{tail}"))
+                BenchError(f"the child exited {self.status} before listening:\n{tail}"))
         self.ended.callback(None)
 
 
-class Daemon:
-    """One C{twistd -n tmd} child process: on a fresh SQLite file, or on C{database}."""
+class Child:
+    """A child process of this interpreter that says on which port it listens."""
 
-    def __init__(self, reactor: Any, directory: Path, profile: Path | None,
-                 database: str | None = None, db_pool_size: int | None = None) -> None:
+    args: list[str]
+    what = "the child"
+
+    def __init__(self, reactor: Any, directory: Path,
+                 listening: re.Pattern[bytes] = LISTENING) -> None:
         self._reactor = reactor
         self.directory = directory
-        self.database = database or f"sqlite:{directory / 'tmd.sqlite3'}"
-        self.args = [sys.executable, "-c", TWISTD, "-n", "--pidfile="]
-        if profile is not None:  # twistd's own profiler writes its file before it exits
-            self.args += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
-        self.args += ["tmd", "--listen", "tcp:0:interface=127.0.0.1", "--database", self.database]
-        for limit in ("participant_posts", "address_posts", "address_joins", "address_rooms"):
-            self.args += ["--limit", f"{limit}=off"]  # one address measures capacity, not limits
-        if db_pool_size is not None:
-            self.args += ["--db-pool-size", str(db_pool_size)]
         self.port = 0
-        self._output = _DaemonOutput()
+        self._output = _DaemonOutput(listening)
         self._process: Any = None
 
     async def start(self) -> None:
@@ -220,11 +234,11 @@ class Daemon:
             except Exception:
                 self._process.signalProcess("KILL")
                 raise BenchError(
-                    f"the daemon did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM") from None
+                    f"{self.what} did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM") from None
         return self._output.status
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU the daemon has used so far, all its threads."""
+        """User plus system CPU the child has used so far, all its threads."""
         try:
             with open(f"/proc/{self.pid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
@@ -246,10 +260,41 @@ class Daemon:
         return {"rss_kib": found.get("VmRSS", -1), "peak_rss_kib": found.get("VmHWM", -1)}
 
     def problems(self) -> list[str]:
-        """Tracebacks and failures the daemon logged."""
+        """Tracebacks and failures the child logged."""
         return [line for line in self.log
                 if "Traceback (most recent call last)" in line or "Unhandled" in line
                 or "#critical]" in line or "#error]" in line]
+
+
+class Daemon(Child):
+    """One C{twistd -n tmd} child process: on a fresh SQLite file, or on C{database}."""
+
+    what = "the daemon"
+
+    def __init__(self, reactor: Any, directory: Path, profile: Path | None,
+                 database: str | None = None, db_pool_size: int | None = None,
+                 extra: Sequence[str] = ()) -> None:
+        super().__init__(reactor, directory)
+        self.database = database or f"sqlite:{directory / 'tmd.sqlite3'}"
+        self.args = [sys.executable, "-c", TWISTD, "-n", "--pidfile="]
+        if profile is not None:  # twistd's own profiler writes its file before it exits
+            self.args += [f"--profile={profile}", "--profiler=cprofile", "--savestats"]
+        self.args += ["tmd", "--listen", "tcp:0:interface=127.0.0.1", "--database", self.database]
+        for limit in ("participant_posts", "address_posts", "address_joins", "address_rooms"):
+            self.args += ["--limit", f"{limit}=off"]  # one address measures capacity, not limits
+        if db_pool_size is not None:
+            self.args += ["--db-pool-size", str(db_pool_size)]
+        self.args += extra
+
+
+class Downstream(Child):
+    """C{bench/downstream.py}: answers 200 at once, counts requests, says how many at /count."""
+
+    what = "the downstream"
+
+    def __init__(self, reactor: Any, directory: Path) -> None:
+        super().__init__(reactor, directory, DOWNSTREAM_LISTENING)
+        self.args = [sys.executable, str(HERE / "downstream.py")]
 
 
 # -- HTTP -------------------------------------------------------------------------------------
@@ -761,6 +806,167 @@ class Bench:
             "other_daemon_cpu_s": round(other_cpu, 3),
         }
 
+    async def replay(self) -> None:
+        """
+        The reflektor: a daemon replaying C{/replay/...} to one fast downstream (its own
+        process), with the outbox off, then on (SQLite): the 202's latency, paced and
+        at saturation, and how fast the deliveries reach the downstream.
+        """
+        downstream = Downstream(self.reactor, self.daemon.directory)
+        counter: Api | None = None
+        try:
+            await downstream.start()
+            counter = Api(self.reactor, downstream.url, 2)
+            for outbox in (False, True):
+                await self.replay_daemon(downstream, counter, outbox)
+            seen = await counter.call("GET", "/count", 200)
+            check(seen["unexpected"] == 0, f"the downstream got {seen['unexpected']} requests "
+                                           "that were not replays")
+        finally:
+            if counter is not None:
+                await counter.close()
+            status = await downstream.stop()
+        check(status in ((0, None), (None, signal.SIGTERM)),
+              f"the downstream exited uncleanly: {status}")
+        check(not downstream.problems(), f"the downstream logged problems: "
+                                         f"{downstream.problems()[:3]}")
+
+    async def replay_daemon(self, downstream: Downstream, counter: Api, outbox: bool) -> None:
+        """A daemon with C{[replay]} to C{downstream} (outbox on or off), and its scenarios."""
+        name = "replay-outbox" if outbox else "replay"
+        directory = self.daemon.directory
+        token = secrets.token_urlsafe(24)
+        (directory / f"{name}.token").write_text(token + "\n")
+        (directory / f"{name}.toml").write_text(
+            "[replay]\n"
+            f"token_file = {json.dumps(str(directory / f'{name}.token'))}\n"
+            f"downstreams = [{json.dumps(downstream.url + '/in')}]\n"
+            f"outbox = {'true' if outbox else 'false'}\n"
+            "max_length = 10000000\n")  # a saturating client must not overflow the queue
+        daemon = Daemon(self.reactor, directory, None,
+                        f"sqlite:{directory / (name + '.sqlite3')}",
+                        extra=["--config", str(directory / f"{name}.toml")])
+        api: Api | None = None
+        try:
+            await daemon.start()
+            api = Api(self.reactor, daemon.url, 2 * self.sizes.concurrency + 2)
+            sender = ReplaySender(api, token)
+            sender.base = (await counter.call("GET", "/count", 200))["count"]
+            for _ in range(WARMUP):
+                await sender.send()
+            await self.replay_drained(counter, sender.expected)
+            for scenario in (self.replay_paced, self.replay_saturation, self.replay_throughput):
+                cpu = daemon.cpu_seconds()
+                key, result = await scenario(sender, counter, outbox)
+                result["replay_daemon_cpu_s"] = round(daemon.cpu_seconds() - cpu, 3)
+                self.results[key] = result
+        finally:
+            if api is not None:
+                await api.close()
+            status = await daemon.stop()
+            (directory / f"daemon-{name}.log").write_text("\n".join(daemon.log) + "\n")
+        check(status in ((0, None), (None, signal.SIGTERM)),
+              f"the replay daemon exited uncleanly: {status}")
+        check(not daemon.problems(), f"the replay daemon logged problems: {daemon.problems()[:3]}")
+
+    async def replay_drained(self, counter: Api, total: int) -> dict[str, Any]:
+        """Wait until the downstream has C{total} deliveries, each once; its /count."""
+        deadline = time.perf_counter() + DRAIN_TIMEOUT
+        while True:
+            seen = await counter.call("GET", "/count", 200)
+            if seen["count"] >= total:
+                break
+            if time.perf_counter() > deadline:
+                raise BenchError(f"the downstream has {seen['count']} of {total} replays "
+                                 f"after {DRAIN_TIMEOUT:.0f} s")
+            await task.deferLater(self.reactor, DRAIN_POLL, lambda: None)
+        check(seen["count"] == total and seen["distinct"] == total,
+              f"the downstream got {seen['count']} requests ({seen['distinct']} distinct), "
+              f"not {total} once each")
+        return dict(seen)
+
+    async def replay_paced(self, sender: ReplaySender, counter: Api,
+                           outbox: bool) -> tuple[str, dict[str, Any]]:
+        """Open loop: a request every 1/REPLAY_RATE s on schedule, not awaiting the answers."""
+        n = int(REPLAY_RATE * self.sizes.replay_paced_s)
+        gc.collect()
+        times: list[float] = []
+        lags: list[float] = []
+        sends: list[Deferred[None]] = []
+        started = time.perf_counter()
+        for i in range(n):
+            due = started + i / REPLAY_RATE
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await task.deferLater(self.reactor, wait, lambda: None)
+            lags.append(time.perf_counter() - due)
+            sends.append(Deferred.fromCoroutine(sender.send(times)))
+        await gather(sends, "a paced replay request")
+        wall = time.perf_counter() - started
+        await self.replay_drained(counter, sender.expected)
+        return replay_key("paced", outbox), {
+            "title": f"replay 202, paced {REPLAY_RATE}/s open loop{outbox_title(outbox)}",
+            "outbox": outbox, "requests": n, **summary(times), "per_s": round(n / wall, 1),
+            "send_lag_p99_ms": summary(lags)["p99_ms"]}
+
+    async def replay_saturation(self, sender: ReplaySender, counter: Api,
+                                outbox: bool) -> tuple[str, dict[str, Any]]:
+        """Closed loop: C{concurrency} clients, each sending again as soon as answered."""
+        c = self.sizes.concurrency
+        gc.collect()
+        times: list[float] = []
+        started = time.perf_counter()
+        until = started + self.sizes.replay_saturation_s
+
+        async def client() -> None:
+            while time.perf_counter() < until:
+                await sender.send(times)
+
+        await gather([Deferred.fromCoroutine(client()) for _ in range(c)],
+                     "a saturating replay client")
+        wall = time.perf_counter() - started
+        drain_started = time.perf_counter()
+        await self.replay_drained(counter, sender.expected)
+        return replay_key("saturation", outbox), {
+            "title": f"replay 202, {c} concurrent closed loops{outbox_title(outbox)}",
+            "outbox": outbox, "requests": len(times), "concurrency": c, **summary(times),
+            "per_s": round(len(times) / wall, 1),
+            "backlog_drain_s": round(time.perf_counter() - drain_started, 3)}
+
+    async def replay_throughput(self, sender: ReplaySender, counter: Api,
+                                outbox: bool) -> tuple[str, dict[str, Any]]:
+        """
+        C{replay_total} requests by C{concurrency} closed loops; deliveries per second from
+        the first 202 until the downstream has the last one.
+        """
+        m = self.sizes.replay_total
+        c = self.sizes.concurrency
+        target = sender.expected + m
+        gc.collect()
+        times: list[float] = []
+        accepted: list[float] = []
+        remaining = [m]
+
+        async def client() -> None:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                await sender.send(times)
+                if not accepted:
+                    accepted.append(time.monotonic())  # the downstream's clock
+
+        started = time.perf_counter()
+        await gather([Deferred.fromCoroutine(client()) for _ in range(c)],
+                     "a replay throughput client")
+        accept_wall = time.perf_counter() - started
+        seen = await self.replay_drained(counter, target)
+        delivering = seen["last"] - accepted[0]
+        return replay_key("throughput", outbox), {
+            "title": f"replay throughput, {m} reqs to 1 downstream{outbox_title(outbox)}",
+            "outbox": outbox, "requests": m, "concurrency": c, **summary(times),
+            "accepted_per_s": round(m / accept_wall, 1),
+            "delivering_s": round(delivering, 3),
+            "deliveries_per_s": round(m / delivering, 1)}
+
     async def run(self) -> None:
         steps: list[tuple[str, str, Callable[[], Awaitable[None]]]]
         if self.engine == "postgresql":
@@ -779,6 +985,7 @@ class Bench:
                 steps.append(("fanout", f"fan-out to {k}",
                               lambda k=k, p=p: self.fanout(k, p)))  # type: ignore[misc]
             steps.append(("ws", "websocket post round trip", self.ws_round_trip))
+            steps.append(("replay", "replay to a downstream", self.replay))
         for key, name, step in steps:
             if self.only and key not in self.only:
                 continue
@@ -795,6 +1002,51 @@ class Bench:
                     "wall_s": round(wall, 3),
                     "daemon_cpu_s": round(self.daemon.cpu_seconds() - daemon_cpu, 3),
                     "client_cpu_s": round(client_cpu_seconds() - client_cpu, 3)}
+
+
+class ReplaySender:
+    """C{POST /replay/bench/hook?n=...} to a reflektor, each answer checked (202 and an id)."""
+
+    def __init__(self, api: Api, token: str) -> None:
+        self.api = api
+        self.token = token
+        self.sent = 0
+        """Requests accepted so far."""
+        self.base = 0
+        """What the downstream had counted before the first."""
+        self._issued = 0
+
+    @property
+    def expected(self) -> int:
+        """The downstream's count once it has every request accepted so far."""
+        return self.base + self.sent
+
+    async def send(self, times: list[float] | None = None) -> None:
+        n = self._issued
+        self._issued += 1
+        t0 = time.perf_counter()
+        answer = await self.api.call("POST", f"/replay/bench/hook?n={n}", 202,
+                                     {"n": n, "text": "is light a wave?"}, self.token)
+        if times is not None:
+            times.append(time.perf_counter() - t0)
+        check(isinstance(answer, dict) and bool(answer.get("id")), f"replay answered {answer}")
+        self.sent += 1
+
+
+def replay_key(what: str, outbox: bool) -> str:
+    return f"replay_{'outbox_' if outbox else ''}{what}"
+
+
+def outbox_title(outbox: bool) -> str:
+    return ", outbox on" if outbox else ", outbox off"
+
+
+async def gather(deferreds: list[Deferred[None]], what: str) -> None:
+    """Wait for all of C{deferreds}; a L{BenchError} naming C{what} if any failed."""
+    results = await DeferredList(deferreds, consumeErrors=True)
+    for ok, value in results:
+        if not ok:
+            raise BenchError(f"{what} failed: {cast(Failure, value).getErrorMessage()}")
 
 
 def client_cpu_seconds() -> float:
@@ -857,6 +1109,12 @@ ROWS = [  # (result key, rate key, rate unit)
     ("post_throughput", "per_s", "posts/s"),
     ("fanout_*", "frames_per_s", "frames/s"),
     ("ws_round_trip", "per_s", "posts/s"),
+    ("replay_paced", "per_s", "req/s"),
+    ("replay_saturation", "per_s", "req/s"),
+    ("replay_throughput", "deliveries_per_s", "deliveries/s"),
+    ("replay_outbox_paced", "per_s", "req/s"),
+    ("replay_outbox_saturation", "per_s", "req/s"),
+    ("replay_outbox_throughput", "deliveries_per_s", "deliveries/s"),
     ("pg_post_latency", "per_s", "posts/s"),
     ("pg_post_throughput", "per_s", "posts/s"),
     ("pg_cross_daemon", "per_s", "posts/s"),
