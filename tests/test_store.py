@@ -761,8 +761,8 @@ class PostgresStoreTests(StoreContractMixin, TestCase):
 
     async def test_outbox_index(self) -> None:
         """The replay queue reads what is pending through an index that leaves dead ones out."""
-        rows = execute(self.url, "SELECT indexdef FROM pg_indexes WHERE indexname = %s",
-                       "outbox_pending")
+        rows = execute(self.url, "SELECT indexdef FROM pg_indexes WHERE indexname = %s"
+                       " AND schemaname = current_schema()", "outbox_pending")
         self.assertEqual(len(rows), 1)
         self.assertIn("(\"position\") WHERE (NOT dead)", rows[0][0])
 
@@ -834,8 +834,8 @@ class PostgresStoreTests(StoreContractMixin, TestCase):
 
     async def test_expiry_index(self) -> None:
         """The reaper finds expired rooms through an index on C{expires_at}."""
-        rows = execute(self.url, "SELECT indexdef FROM pg_indexes WHERE indexname = %s",
-                       "rooms_expires_at")
+        rows = execute(self.url, "SELECT indexdef FROM pg_indexes WHERE indexname = %s"
+                       " AND schemaname = current_schema()", "rooms_expires_at")
         self.assertEqual(len(rows), 1)
         self.assertIn("(expires_at)", rows[0][0])
 
