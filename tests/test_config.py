@@ -192,11 +192,7 @@ class LoadTests(SynchronousTestCase):
 
 
 class LimitsTests(SynchronousTestCase):
-    def write(self, text: str) -> str:
-        path = self.mktemp() + ".toml"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        return path
+    write = LoadTests.write
 
     def test_defaults(self) -> None:
         """Without settings, every limit has its default, and none is off."""
@@ -224,9 +220,7 @@ class LimitsTests(SynchronousTestCase):
 class OriginsTests(SynchronousTestCase):
     def test_origins(self) -> None:
         """allowed_origins (TOML list) and --allow-origin are kept; public_url is checked."""
-        path = self.mktemp() + ".toml"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write('allowed_origins = ["https://a.example.org"]\n')
+        path = LoadTests.write(self, 'allowed_origins = ["https://a.example.org"]\n')
         config = load({"config": path, "allowed_origins": ["http://b.example.org:8080"]})
         self.assertEqual(config.allowed_origins,
                          ("https://a.example.org", "http://b.example.org:8080"))
@@ -242,11 +236,7 @@ class OriginsTests(SynchronousTestCase):
 
 
 class ReplayTests(SynchronousTestCase):
-    def write(self, text: str) -> str:
-        path = self.mktemp() + ".toml"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        return path
+    write = LoadTests.write
 
     def test_defaults(self) -> None:
         """No webhooks, the reflektor off, no outbox, a 10 s shutdown."""

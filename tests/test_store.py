@@ -708,11 +708,8 @@ class PostgresStoreTests(StoreContractMixin, TestCase):
         rows = execute(self.url, "SELECT id, destination, dead FROM outbox ORDER BY position")
         return [(id, destination, dead) for id, destination, dead in rows]
 
-    async def test_writes_without_outbox(self) -> None:
-        """
-        Without an outbox, each write is the one statement it always was: the post
-        path's cost does not change when the outbox is off.
-        """
+    def record_statements(self) -> list[str]:
+        """The SQL of every statement the store runs from now on, in order."""
         statements: list[str] = []
         query = self.store._query
 
@@ -721,6 +718,14 @@ class PostgresStoreTests(StoreContractMixin, TestCase):
             return query(sql, params)
 
         self.store._query = spy
+        return statements
+
+    async def test_writes_without_outbox(self) -> None:
+        """
+        Without an outbox, each write is the one statement it always was: the post
+        path's cost does not change when the outbox is off.
+        """
+        statements = self.record_statements()
         room = await self.create()
         await self.post(room, "m1")
         await self.store.update_room(room, RoomChanges(
@@ -734,14 +739,7 @@ class PostgresStoreTests(StoreContractMixin, TestCase):
 
     async def test_writes_with_outbox_one_statement(self) -> None:
         """With an outbox, each write is still one statement: one round trip, one transaction."""
-        statements: list[str] = []
-        query = self.store._query
-
-        def spy(sql: str, params: Any = None) -> Deferred[list[tuple[Any, ...]]]:
-            statements.append(sql)
-            return query(sql, params)
-
-        self.store._query = spy
+        statements = self.record_statements()
         room = await self.store.create_room(new_room(), outbox=[delivery("a")])
         await self.store.post(room, chat("m1"), outbox=[delivery("b")])
         await self.store.update_room(room, RoomChanges(
