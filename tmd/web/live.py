@@ -1,10 +1,9 @@
 """
 The websocket live endpoint: welcome, backlog, live messages and posting.
 
-Each connection is a Hub subscriber. It keeps the highest seq it has sent and
-catches up from the store whenever it is behind (at connect, or on a gap), so a
-client sees every message of the room once, in seq order. Live frames are
-prepared once per event for all connections of the factory.
+Each connection follows its room with a L{Follower} (every message once, in seq
+order, catching up from the store when behind). Live frames are prepared once per
+event for all connections of the factory.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from twisted.python.failure import Failure
 
 from tmd.chat import Chat
 from tmd.errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable
+from tmd.follow import Follower
 from tmd.hub import Hub
 from tmd.limits import address_key
 from tmd.model import Event, Message, Room
@@ -32,7 +32,6 @@ from tmd.wire import decode_object, encode, error_frame, message_frame, particip
 
 MAX_FRAME = 64 * 1024
 BACKLOG = 100
-PAGE = 1000
 MAX_REF = 200
 
 CLOSE_GOING_AWAY = 1001
@@ -51,12 +50,10 @@ class LiveProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._room: Room | None = None
+        self._follower: Follower | None = None
         self._token: str | None = None
         self._since: int | None = None
         self._refusal: ApiError | None = None
-        self._last_seq = 0
-        self._catching_up = True
-        self._pending: list[Event] = []
 
     def onConnect(self, request: ConnectionRequest) -> None:
         assert self.transport is not None
@@ -79,7 +76,7 @@ class LiveProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
-        self._run(self._open(), "opening a live connection")
+        self.run(self._open(), "opening a live connection")
 
     async def _open(self) -> None:
         try:
@@ -90,20 +87,19 @@ class LiveProtocol(WebSocketServerProtocol):
         except ApiError as e:
             self._refuse(e)
             return
-        if not self._can_send():
+        if not self.can_send():
             return
         self._room = room
-        self.factory.hub.subscribe(room.id, self)
+        since = max(0, room.last_seq - BACKLOG) if self._since is None else self._since
+        self._follower = Follower(self.factory.chat, room, since, self)
+        self.factory.hub.subscribe(room.id, self._follower)
         self.sendMessage(encode({
             "type": "welcome", "room": self.factory.chat.room_json(room),
             "you": participant_json(you) if you is not None else None,
         }))
-        if self._since is None:
-            self._since = max(0, room.last_seq - BACKLOG)
-        self._last_seq = self._since
-        await self._catch_up()
+        await self._follower.catch_up()
 
-    def _run(self, work: Coroutine[Any, Any, None], what: str) -> None:
+    def run(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """
         Run C{work}; if it fails unexpectedly (the database is away, say), log it and
         close with 1011 so that the client reconnects and resumes from its last seq.
@@ -113,7 +109,7 @@ class LiveProtocol(WebSocketServerProtocol):
                 self._log.info("{what}: the database is unavailable", what=what)
                 return
             self._log.failure("{what} failed", failure, what=what)
-            if self._can_send():
+            if self.can_send():
                 self.close(CLOSE_SERVER_ERROR, "The server could not serve you: reconnect.")
 
         Deferred.fromCoroutine(work).addErrback(failed)
@@ -134,59 +130,18 @@ class LiveProtocol(WebSocketServerProtocol):
         """
         self.sendCloseFrame(code, encode_truncate(reason, 123), isReply=False)
 
-    def _can_send(self) -> bool:
+    def can_send(self) -> bool:
         return self.state == WebSocketServerProtocol.STATE_OPEN
 
-    async def _catch_up(self) -> None:
-        """Send from the store what came after the last seq sent, then what waited."""
-        assert self._room is not None
-        self._catching_up = True
-        try:
-            while self._can_send():
-                messages, last_seq = await self.factory.chat.messages(
-                    self._room, self._last_seq, PAGE)
-                for message in messages:
-                    self._send_message(message)
-                if len(messages) < PAGE:
-                    self._last_seq = max(self._last_seq, last_seq)
-                    break
-        finally:
-            self._catching_up = False  # on failure too: the next event or resync tries again
-        pending, self._pending = self._pending, []
-        for event in pending:
-            self.deliver(event)
+    def send_message(self, message: Message) -> None:
+        self.sendMessage(message_frame(message))
 
-    def _send_message(self, message: Message) -> None:
-        if self._can_send():
-            self.sendMessage(message_frame(message))
-            self._last_seq = message.seq
-
-    def deliver(self, event: Event) -> None:
-        """A Hub event: send it in order, at most once, or catch up first."""
-        if event.last_seq is not None:
-            if not self._catching_up and event.last_seq > self._last_seq:
-                self._run(self._catch_up(), "catching up")
-            return
+    def send_event(self, event: Event) -> None:
         if event.gone:
-            if self._can_send():
-                self.sendMessage(event.frame)
-                self.close(CLOSE_GONE, "This room was deleted.")
-            return
-        if self._catching_up:
-            self._pending.append(event)
-            return
-        if not self._can_send():
-            return
-        seq = event.seq
-        if seq is not None:
-            if seq <= self._last_seq:
-                return
-            if seq > self._last_seq + 1:
-                self._pending.append(event)
-                self._run(self._catch_up(), "catching up")
-                return
-            self._last_seq = seq
-        self.sendPreparedMessage(self.factory.prepared(event))
+            self.sendMessage(event.frame)
+            self.close(CLOSE_GONE, "This room was deleted.")
+        else:
+            self.sendPreparedMessage(self.factory.prepared(event))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         ref = None
@@ -205,7 +160,7 @@ class LiveProtocol(WebSocketServerProtocol):
         except ApiError as e:
             self.sendMessage(error_frame(e, ref))
             return
-        self._run(self._post(ref, frame), "posting from a live connection")
+        self.run(self._post(ref, frame), "posting from a live connection")
 
     async def _post(self, ref: str | None, frame: dict[str, Any]) -> None:
         assert self._room is not None
@@ -213,16 +168,16 @@ class LiveProtocol(WebSocketServerProtocol):
             message = await self.factory.chat.post(
                 self._room.name, self._token, frame, self._address)
         except ApiError as e:
-            if self._can_send():
+            if self.can_send():
                 self.sendMessage(error_frame(e, ref))
             return
-        if self._can_send():
+        if self.can_send():
             self.sendMessage(encode({"type": "ack", "ref": ref, "seq": message.seq}))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.connections.discard(self)
-        if self._room is not None:
-            self.factory.hub.unsubscribe(self._room.id, self)
+        if self._room is not None and self._follower is not None:
+            self.factory.hub.unsubscribe(self._room.id, self._follower)
 
 
 class LiveFactory(WebSocketServerFactory):
