@@ -17,6 +17,7 @@ from tmd.errors import (
     NameTaken,
     NotFound,
     RoomClosed,
+    RoomPaused,
     TooLong,
     Unauthorized,
 )
@@ -391,6 +392,43 @@ class PostTests(ChatTestCase):
     def test_room_name_case(self) -> None:
         """The room may be named in any case when posting."""
         self.assertEqual(resolve(self, self.post("hi", name="Physics-101")).room, "physics-101")
+
+
+class IngestTests(ChatTestCase):
+    SOURCE = {"network": "twitter", "id": "1460323737035677698", "url": "https://x.com/a/1"}
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.room, self.owner_token = self.create(max_length=5)
+
+    def ingest(self, body: str, author: str = "@ada") -> Any:
+        return self.chat.ingest("physics-101", author, body, self.SOURCE)
+
+    def test_social(self) -> None:
+        """A source's post is a social message with its handle and source, published."""
+        watcher = Recorder()
+        self.hub.subscribe(self.room.id, watcher)
+        message = resolve(self, self.ingest(" light is a wave \u200b"))
+        self.assertEqual(
+            (message.seq, message.kind, message.author, message.body, message.source,
+             message.participant_id),
+            (1, "social", "@ada", "light is a wave", self.SOURCE, None))
+        self.assertEqual([event.message for event in watcher.events], [message])
+
+    def test_long_cut(self) -> None:
+        """A post longer than any room's limit is cut with an ellipsis, not refused."""
+        message = resolve(self, self.ingest("x" * 5000))
+        self.assertEqual((len(message.body), message.body[-1]), (1000, "\u2026"))
+
+    def test_refused(self) -> None:
+        """Nothing is added to a paused, closed or missing room, nor an empty post."""
+        reject(self, self.ingest(" \n "), Empty)
+        resolve(self, self.chat.update_room("physics-101", self.owner_token, {"state": "paused"}))
+        reject(self, self.ingest("hi"), RoomPaused)
+        self.expire(self.room)
+        reject(self, self.ingest("hi"), RoomClosed)
+        reject(self, self.chat.ingest("nowhere", "@a", "hi", self.SOURCE), NotFound)
+        self.assertEqual(resolve(self, self.chat.messages(self.room, 0, 10))[0], [])
 
 
 class CheckReadTests(ChatTestCase):

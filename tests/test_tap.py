@@ -71,8 +71,18 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("is not a rate", self.refused("--limit", "address_posts=lots"))
 
     def test_unknown_plugin(self) -> None:
-        """Asking for a plugin that is not installed is a usage error naming it."""
-        self.assertIn("'irc'", self.refused("--plugin", "irc", "--plugin", "twitter"))
+        """
+        A plugin that is not installed (or did not load) is no usage error: the daemon
+        starts without it and reports it, as it does a plugin that fails.
+        """
+        options = parse("--plugin", "nosuchplugin")
+        self.assertEqual([(each.name, each.plugin) for each in options.plugins],
+                         [("nosuchplugin", None)])
+        self.assertIn("'nosuchplugin'", options.plugins[0].missing or "")
+
+    def test_unparsable_plugin(self) -> None:
+        """A --plugin spec that is not shell words is a usage error."""
+        self.assertIn("--plugin", self.refused("--plugin", "irc --listen 'tcp:1"))
 
     def test_bad_endpoint(self) -> None:
         """An endpoint string of an unknown type is a UsageError naming it."""
@@ -148,10 +158,10 @@ class BuildTests(SynchronousTestCase):
         self.config = Config(listen="tcp:8123", database="sqlite:" + database_path(self))
 
     def test_children(self) -> None:
-        """The root service starts store, hub, bus, relay, reaper and web, in that order."""
+        """The root service starts store, hub, bus, relay, reaper, web and plugins, in order."""
         root = build(self.config, self.reactor)
         self.assertEqual([service.name for service in root],
-                         ["store", "hub", "bus", "relay", "reaper", "web"])
+                         ["store", "hub", "bus", "relay", "reaper", "web", "plugins"])
         self.assertIsInstance(root.getServiceNamed("web"), WebService)
 
     def test_nothing_done(self) -> None:

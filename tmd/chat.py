@@ -228,8 +228,32 @@ class Chat:
         assert participant is not None  # a token that finds no one is refused above
         self._check_post(room, participant, body)
         self._limiter.post_by(participant.id)
-        new = NewMessage(kind="chat", author=participant.nickname, participant_id=participant.id,
-                         body=body, created_at=self.now_ms())
+        return await self._add(room, NewMessage(
+            kind="chat", author=participant.nickname, participant_id=participant.id, body=body,
+            created_at=self.now_ms()))
+
+    async def ingest(self, name: str, author: str, body: str, source: dict[str, Any]) -> Message:
+        """
+        Add a C{social} message from a source (a post from a stream) to an open room:
+        C{author} is its handle, C{source} says where it came from (C{network}, C{id},
+        C{url}). A body over the room's longest is cut, not refused.
+        """
+        room = await self.room(name)
+        state = room.state_at(self.now_ms())
+        if state != "open":
+            raise RoomClosed("This room is closed.") if state == "closed" else RoomPaused(
+                "This room is paused: posting is off for now.")
+        body = clean_text(body)
+        if not body:
+            raise Empty("The message is empty.")
+        if len(body) > MAX_LENGTH[1]:
+            body = body[:MAX_LENGTH[1] - 1] + "\u2026"
+        return await self._add(room, NewMessage(
+            kind="social", author=clean_text(author)[:MAX_NICKNAME * 4], participant_id=None,
+            body=body, created_at=self.now_ms(), source=source))
+
+    async def _add(self, room: Room, new: NewMessage) -> Message:
+        """Store a new message, then fan it out and hand it to the webhooks."""
         pending = self._relay.event("message.created", room.name, {
             **message_json(Message(seq=0, room=room.name, **attrs.asdict(new, recurse=False))),
             "seq": None})  # the store's seq, once allocated

@@ -2,13 +2,14 @@
 C{twistd tmd}: the command-line options and the wiring of every service.
 
 C{build} is the one place where the services meet: store, hub, bus, relay, chat core,
-reaper, web.
+reaper, web, and the plugins.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -35,6 +36,7 @@ from tmd.errors import ApiError
 from tmd.hub import Hub
 from tmd.limits import RateLimiter
 from tmd.origins import origin
+from tmd.pluginhost import Enabled, PluginHost, describe, enabled, installed, unknown_sections
 from tmd.reaper import Reaper
 from tmd.relay import Relay
 from tmd.service import Lifecycle, Sequence
@@ -76,10 +78,15 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        # The help of opt_ methods comes from their docstrings: on one line, not indented.
+        self.docs = {name: " ".join(doc.split()) if doc else doc
+                     for name, doc in self.docs.items()}
         self["plugins"] = []
         self["limits"] = []
         self["allowed_origins"] = []
         self.config: Config | None = None
+        self.plugins: list[Enabled] = []
+        self.problems: tuple[str, ...] = ()
 
     def opt_limit(self, setting: str) -> None:
         """
@@ -99,9 +106,17 @@ class Options(usage.Options):
         """
         self["allowed_origins"].append(origin)
 
-    def opt_plugin(self, name: str) -> None:
-        """Enable the plugin NAME (repeatable)."""
-        self["plugins"].append(name)
+    def opt_plugin(self, spec: str) -> None:
+        """
+        Enable a plugin (repeatable): NAME, or 'NAME --option value ...' to set its
+        options (a TOML table [NAME] enables it too). See --list-plugins.
+        """
+        self["plugins"].append(spec)
+
+    def opt_list_plugins(self) -> None:
+        """List the installed plugins and their options, and exit."""
+        print(describe(installed()))
+        sys.exit(0)
 
     def opt_version(self) -> None:
         """Print the version of tmd and exit."""
@@ -109,17 +124,18 @@ class Options(usage.Options):
         sys.exit(0)
 
     def postOptions(self) -> None:
-        from twisted.internet import reactor as installed
+        from twisted.internet import reactor as the_reactor
 
-        reactor: Any = installed
+        reactor: Any = the_reactor
 
         try:
             self.config = load(self)
             store_for(self.config.database, reactor, self.config.db_pool_size)
+            found = installed()
+            self.plugins = enabled(found, self.config.plugins, self.config.sections)
         except ValueError as e:  # ConfigError included
             raise usage.UsageError(str(e)) from None
-        if self.config.plugins:
-            raise usage.UsageError(f"No plugin named {self.config.plugins[0]!r} is installed.")
+        self.problems = found.problems + unknown_sections(found, self.config.sections)
         try:
             serverFromString(reactor, self.config.listen)
         except (ValueError, OSError) as e:
@@ -132,11 +148,12 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     assert options.config is not None
-    return build(options.config, reactor)
+    return build(options.config, reactor, options.plugins, options.problems)
 
 
-def build(config: Config, reactor: Any) -> Sequence:
-    """Every service of the daemon, started in dependency order."""
+def build(config: Config, reactor: Any, plugins: Iterable[Enabled] = (),
+          problems: Iterable[str] = ()) -> Sequence:
+    """Every service of the daemon, started in dependency order; the plugins' last."""
     store = store_for(config.database, reactor, config.db_pool_size, config.db_password)
     hub = Hub(reactor)
     bus: Bus = LocalBus(hub)
@@ -151,12 +168,14 @@ def build(config: Config, reactor: Any) -> Sequence:
     Lifecycle("bus", bus.start, bus.stop).setServiceParent(root)
     Lifecycle("relay", relay.start,
               partial(relay.stop, config.shutdown_timeout)).setServiceParent(root)
+    host = PluginHost(chat, hub, store, config, reactor, plugins, problems)
     reaper = Reaper(chat, reactor, config.purge_after)
     Lifecycle("reaper", reaper.start, reaper.stop).setServiceParent(root)
     web = WebService(serverFromString(reactor, config.listen), chat, store, hub, reactor,
-                     live_origins(config), relay)
+                     live_origins(config), relay, host.statuses)
     web.setName("web")
     web.setServiceParent(root)
+    host.setServiceParent(root)
     root.started.addErrback(_abort, reactor)
     return root
 

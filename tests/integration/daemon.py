@@ -67,9 +67,10 @@ class _Output(ProcessProtocol):
 class Daemon:
     """One running daemon; C{url} is its base URL once C{start} has fired."""
 
-    def __init__(self, directory: Path, args: list[str]) -> None:
+    def __init__(self, directory: Path, args: list[str], pythonpath: str | None = None) -> None:
         self.directory = directory
         self.args = args
+        self.pythonpath = pythonpath
         self.port = 0
         self.lines: list[bytes] = []
         """Everything every run of this daemon logged."""
@@ -77,9 +78,14 @@ class Daemon:
 
     @classmethod
     async def start(cls, test: TestCase, *extra: str, directory: Path | None = None,
-                    listen: str = "tcp:0:interface=127.0.0.1") -> Daemon:
-        """Start a daemon (on a fresh SQLite file in C{directory}) and stop it at cleanup."""
+                    listen: str = "tcp:0:interface=127.0.0.1",
+                    pythonpath: str | None = None) -> Daemon:
+        """
+        Start a daemon (on a fresh SQLite file in C{directory}) and stop it at cleanup;
+        with C{pythonpath} as its C{PYTHONPATH} (to find more plugins, say).
+        """
         daemon = cls._new(test, extra, directory, listen)
+        daemon.pythonpath = pythonpath
         await daemon._spawn()
         return daemon
 
@@ -114,6 +120,8 @@ class Daemon:
     def _launch(self) -> None:
         self._output = _Output(self.lines)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        if self.pythonpath is not None:
+            env["PYTHONPATH"] = self.pythonpath
         self._process = reactor.spawnProcess(
             self._output, twistd(), [twistd(), "-n", "--pidfile=", "tmd", *self.args],
             env=env, path=str(self.directory))

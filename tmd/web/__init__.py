@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import site
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.service import Service
@@ -45,12 +47,13 @@ class WebService(Service):
 
     def __init__(self, endpoint: IStreamServerEndpoint, chat: Chat, store: IStore, hub: Hub,
                  reactor: IReactorTime, origins: frozenset[str] = frozenset(),
-                 relay: Relay | None = None) -> None:
+                 relay: Relay | None = None,
+                 plugins: Callable[[], Mapping[str, Any]] = dict) -> None:
         self._endpoint = endpoint
         self._reactor = reactor
         self.live = LiveFactory(chat, hub, reactor, origins)
         app = WebApp(chat, store, WebSocketResource(self.live), static_dir(),
-                     relay if relay is not None else Relay(store, reactor))
+                     relay if relay is not None else Relay(store, reactor), plugins)
         self.site = Site(app.app.resource(), requestFactory=LimitedRequest,
                          logFormatter=access_log_line)
         self.site.displayTracebacks = False

@@ -5,6 +5,7 @@ document and the browser page. Routes parse, call the chat core, serialise.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,9 @@ class WebApp:
     add_error_handling(app)
 
     def __init__(self, chat: Chat, store: IStore, live: IResource, static_dir: Path,
-                 relay: Relay) -> None:
+                 relay: Relay, plugins: Callable[[], Mapping[str, Any]] = dict) -> None:
         self._chat = chat
+        self._plugins = plugins
         self._store = store
         self._relay = relay
         self._live = live
@@ -251,7 +253,10 @@ class WebApp:
         except Exception as e:
             error = Unavailable(f"The database does not answer: {e.__class__.__name__}.")
             return json_response(request, 503, {"status": "unavailable", **error_json(error)})
-        return json_response(request, 200, {"status": "ok"})
+        health: dict[str, Any] = {"status": "ok"}
+        if plugins := self._plugins():  # a plugin's trouble shows here; it is not a 503
+            health["plugins"] = plugins
+        return json_response(request, 200, health)
 
     def _page(self, request: IRequest, filename: str, kind: type[StaticFiles] = StaticFiles,
               ) -> IResource:

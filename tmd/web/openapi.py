@@ -525,7 +525,16 @@ def _paths() -> JSON:
             "health", "operations", "Health check",
             "Liveness and database check, for load balancers and monitoring.",
             {"200": _json("Healthy.", _object(
-                {"status": {"type": "string", "const": "ok"}})),
+                {"status": {"type": "string", "const": "ok"},
+                 "plugins": {
+                     "type": "object",
+                     "description": "Each enabled plugin's state (a plugin's trouble is not"
+                     " the daemon's: it is shown here, with status still ok).",
+                     "additionalProperties": _object({
+                         "state": {"type": "string",
+                                   "examples": ["starting", "running", "failed", "stopped"]},
+                         "detail": {"type": ["string", "null"]}})}},
+                required=["status"])),
              "503": _json("Not healthy; the body says why.", _object(
                  {"status": {"type": "string", "const": "unavailable"},
                   "error": _schema("ErrorDetail")}))})},
