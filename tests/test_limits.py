@@ -10,7 +10,15 @@ from tests.clients import connect, count
 from tests.server import Server, start_server
 from tmd import limits
 from tmd.errors import RateLimited
-from tmd.limits import NO_LIMITS, Bucket, Limits, Rate, RateLimiter, address_key
+from tmd.limits import (
+    NO_LIMITS,
+    Bucket,
+    Limits,
+    Rate,
+    RateLimiter,
+    TrustedProxies,
+    address_key,
+)
 
 ROOM = "/api/v1/rooms/physics-101"
 
@@ -196,3 +204,34 @@ class LimitsOverHttpTests(TestCase):
         client.post("r4", "r4")
         frames = await client.wait_for(count("ack", 3))
         self.assertEqual([f["ref"] for f in frames if f["type"] == "ack"], ["r1", "r2", "r4"])
+
+
+class TrustedProxiesTests(SynchronousTestCase):
+    proxies = TrustedProxies.parse(["127.0.0.1", "10.0.0.0/8", "fd00::/8"])
+
+    def client(self, peer: str, forwarded_for: str | None) -> str | None:
+        address = (IPv6Address if ":" in peer else IPv4Address)("TCP", peer, 1)
+        found = self.proxies.client(address, forwarded_for)
+        return getattr(found, "host", None)
+
+    def test_untrusted_peer(self) -> None:
+        """A peer that is no trusted proxy is the client, whatever it claims."""
+        self.assertEqual(self.client("192.0.2.7", "203.0.113.9"), "192.0.2.7")
+
+    def test_forwarded(self) -> None:
+        """Behind trusted proxies, the client is the last address that is not one of them."""
+        self.assertEqual(self.client("127.0.0.1", "203.0.113.9"), "203.0.113.9")
+        self.assertEqual(self.client("127.0.0.1", "198.51.100.1, 203.0.113.9, 10.1.1.1"),
+                         "203.0.113.9")
+        self.assertEqual(self.client("fd00::1", "2001:db8::5"), "2001:db8::5")
+        self.assertEqual(self.client("127.0.0.1", None), "127.0.0.1")
+
+    def test_garbage(self) -> None:
+        """A hop that is not an address stops the walk: nothing to its left is believed."""
+        self.assertEqual(self.client("127.0.0.1", "203.0.113.9, junk"), "127.0.0.1")
+        self.assertEqual(self.client("127.0.0.1", "10.0.0.1"), "10.0.0.1")
+
+    def test_parse(self) -> None:
+        """Entries are addresses or networks; anything else is refused, naming it."""
+        self.assertIn("'nope'", str(self.assertRaises(ValueError, TrustedProxies.parse, ["nope"])))
+        self.assertFalse(TrustedProxies().trusts(IPv4Address("TCP", "127.0.0.1", 1)))

@@ -113,6 +113,59 @@ def address_key(address: IAddress | None) -> str | None:
     return None  # a UNIX socket: no address to limit by
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@frozen
+class TrustedProxies:
+    """
+    The proxies (addresses or networks) whose C{X-Forwarded-For} is believed: behind
+    one, the client is the last address in that header that is not a trusted proxy.
+    """
+
+    networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def parse(cls, listed: list[str] | tuple[str, ...]) -> TrustedProxies:
+        """From addresses or networks such as C{127.0.0.1} or C{10.0.0.0/8}; else ValueError."""
+        networks = []
+        for entry in listed:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"trusted proxy {entry!r} is not an IP address or network,"
+                                 " such as 127.0.0.1 or 10.0.0.0/8.") from None
+        return cls(tuple(networks))
+
+    def trusts(self, address: IAddress | None) -> bool:
+        return isinstance(address, IPv4Address | IPv6Address) and self._trusts(address.host)
+
+    def _trusts(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def client(self, peer: IAddress | None, forwarded_for: str | None) -> IAddress | None:
+        """Who the client is: C{peer}, or if it is a trusted proxy, whom it forwards for."""
+        if forwarded_for is None or not self.trusts(peer):
+            return peer
+        client = peer
+        for hop in reversed(forwarded_for.split(",")):
+            try:
+                ip = ipaddress.ip_address(hop.strip())
+            except ValueError:
+                break  # not an address: believe nothing further to the left
+            client = (IPv4Address if ip.version == 4 else IPv6Address)("TCP", str(ip), 0)
+            if not self._trusts(str(ip)):
+                break
+        return client
+
+
+NO_PROXIES = TrustedProxies()
+
+
 class RateLimiter:
     """The checks the chat core makes before it does work for a client."""
 
