@@ -97,9 +97,9 @@ class EnabledTests(PluginsOnPath):
 
     def test_missing(self) -> None:
         """A plugin that is not installed is enabled as missing, saying what is installed."""
-        [each] = enabled(self.found, ["irc"], {})
+        [each] = enabled(self.found, ["nosuch"], {})
         self.assertEqual((each.plugin, each.options), (None, None))
-        self.assertIn("'irc' is installed (installed: announce", each.missing or "")
+        self.assertIn("'nosuch' is installed (installed: announce, ", each.missing or "")
 
     def test_unknown_sections(self) -> None:
         """Tables that are no plugin's are named, to be logged."""
@@ -147,15 +147,15 @@ class HostTests(PluginsOnPath):
         A plugin that cannot make its service, one that fails to start (its room is
         missing) and one not installed are failed, with why; the others run.
         """
-        host = self.host(["failing", "irc"], {"announce": {"room": "nowhere"}})
+        host = self.host(["failing", "nosuch"], {"announce": {"room": "nowhere"}})
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)  # a bug: its traceback
         statuses = host.statuses()
         self.assertEqual({name: s["state"] for name, s in statuses.items()},
-                         {"announce": "failed", "failing": "failed", "irc": "failed"})
+                         {"announce": "failed", "failing": "failed", "nosuch": "failed"})
         self.assertIn("RuntimeError: the failing plugin always fails",
                       statuses["failing"]["detail"] or "")
         self.assertIn("There is no room 'nowhere'", statuses["announce"]["detail"] or "")
-        self.assertIn("no plugin named 'irc'", statuses["irc"]["detail"] or "")
+        self.assertIn("no plugin named 'nosuch'", statuses["nosuch"]["detail"] or "")
         self.successResultOf(host.stopService())
 
     def test_one_fails_others_run(self) -> None:

@@ -53,7 +53,7 @@ class PluginDaemonTests(TestCase):
                          {"state": "running", "detail": "1 announcements posted"})
         self.assertEqual(health["plugins"]["failing"]["state"], "failed")
         self.assertIn("the failing plugin always fails", health["plugins"]["failing"]["detail"])
-        self.assertIn("no plugin named 'broken' is installed (installed: announce, failing)",
+        self.assertIn("no plugin named 'broken' is installed (installed: announce, failing",
                       health["plugins"]["broken"]["detail"])
         code, page = await http.call("GET", "/api/v1/rooms/lobby/messages")
         self.assertEqual([(m["kind"], m["author"], m["body"], m["source"]["network"])
