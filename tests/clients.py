@@ -1,6 +1,6 @@
 """
-Real clients for tests: JSON over HTTP, and a websocket client that collects JSON
-frames and waits on them with Deferreds.
+Real clients for tests: JSON over HTTP, and a websocket client and an event stream
+client that collect JSON frames and wait on them with Deferreds.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 
 Frames = list[dict[str, Any]]
 TIMEOUT = 15
@@ -117,3 +122,93 @@ class Http:
         content = await response.content()
         content_type = (response.headers.getRawHeaders("content-type") or [""])[0]
         return response.code, json.loads(content) if "json" in content_type else content
+
+
+class EventStreamClient(Protocol):
+    """
+    Reads a server-sent event stream: keeps each event's frame (its JSON data) and
+    id, and each comment; C{until(condition)} fires once C{condition()} holds.
+    """
+
+    def __init__(self, response: IResponse) -> None:
+        self.response = response
+        self.frames: Frames = []
+        self.ids: list[int | None] = []
+        """Each frame's event id, None for those sent without one."""
+        self.comments: list[bytes] = []
+        self.ended: Deferred[None] = Deferred()
+        self.end_reason: Failure | None = None
+        """Why it ended: C{ResponseDone} if the server finished the response."""
+        self._unparsed = b""
+        self._waiting: list[tuple[Callable[[], bool], Deferred[None]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        *events, self._unparsed = (self._unparsed + data).split(b"\n\n")
+        for event in events:
+            event_id, lines = None, []
+            for line in event.split(b"\n"):
+                field, _, value = line.partition(b": ")
+                if field == b"":
+                    self.comments.append(value)
+                elif field == b"id":
+                    event_id = int(value)
+                elif field == b"data":
+                    lines.append(value)
+                else:
+                    raise AssertionError(f"an unexpected line: {line!r}")
+            if lines:
+                self.frames.append(json.loads(b"\n".join(lines)))
+                self.ids.append(event_id)
+        still = []
+        for condition, d in self._waiting:
+            if condition():
+                d.callback(None)
+            else:
+                still.append((condition, d))
+        self._waiting = still
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.end_reason = reason
+        self.ended.callback(None)
+        for _, d in self._waiting:
+            d.errback(ConnectionError(f"the stream ended while waiting; frames: {self.frames}"))
+        self._waiting = []
+
+    def until(self, condition: Callable[[], bool]) -> Deferred[None]:
+        if condition():
+            return Deferred.fromCoroutine(_value(None))
+        d: Deferred[None] = Deferred()
+        self._waiting.append((condition, d))
+        return d.addTimeout(TIMEOUT, reactor)
+
+    def wait_for(self, predicate: Callable[[Frames], bool]) -> Deferred[None]:
+        return self.until(lambda: predicate(self.frames))
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [f["message"] for f in self.frames if f["type"] == "message"]
+
+    async def hang_up(self) -> None:
+        """Close the connection, as a browser leaving the page does; fires once it is closed."""
+        if not self.ended.called:
+            assert self.transport is not None
+            self.transport.stopProducing()
+        await self.ended
+
+
+async def open_events(test: TestCase, port: int, path: str,
+                      headers: dict[str, list[str]] | None = None) -> EventStreamClient:
+    """
+    Open the event stream at C{path} (it must answer 200); it is hung up when the
+    test ends, if it has not ended before.
+    """
+    agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+    response = await agent.request(
+        b"GET", f"http://127.0.0.1:{port}{path}".encode("ascii"),
+        Headers({"Accept": ["text/event-stream"], **(headers or {})}),
+    ).addTimeout(TIMEOUT, reactor)
+    if response.code != 200:
+        raise AssertionError(f"the event stream answered {response.code}")
+    client = EventStreamClient(response)
+    response.deliverBody(client)
+    test.addCleanup(lambda: Deferred.fromCoroutine(client.hang_up()))
+    return client

@@ -2,8 +2,9 @@
 tmd's web service in the test process, on a real loopback port.
 
 The store is a real SQLite file run without threads (L{ImmediatePool}); the Hub's
-presence timer runs on a L{Clock} the test advances; sockets and Autobahn run on
-the real reactor, so clients are real HTTP and websocket clients.
+presence timer and the event streams' keep-alives run on a L{Clock} the test
+advances; sockets and Autobahn run on the real reactor, so clients are real HTTP
+and websocket clients.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tmd.bus import Bus, LocalBus, PostgresBus
 from tmd.chat import Chat
 from tmd.hub import Hub
 from tmd.limits import RateLimiter
+from tmd.metrics import MeasuredStore, Metrics
 from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.store.postgres import PostgresStore
@@ -37,6 +39,7 @@ class Server:
     hub_clock: Clock
     web: WebService
     port: int
+    metrics: Metrics
 
     @property
     def http(self) -> Http:
@@ -57,12 +60,13 @@ class Server:
 async def start_server(test: TestCase, store: IStore | None = None,
                        clock: IReactorTime | None = None,
                        limiter: RateLimiter | None = None,
-                       relay: Relay | None = None) -> Server:
+                       relay: Relay | None = None, serve_metrics: bool = True) -> Server:
     """
     Start the web service on a free port; it stops when the test ends. The store is
     a new SQLite file, or C{store} (open); on PostgreSQL, with the Bus. The chat core
     reads the time from C{clock} (default: the reactor). No rate limits, unless C{limiter};
-    no webhooks or reflektor, unless C{relay}.
+    no webhooks or reflektor, unless C{relay}. Metrics are recorded (the store's calls
+    through L{MeasuredStore}) and served at /metrics, unless not C{serve_metrics}.
     """
     if store is None:
         store = open_store(test)
@@ -73,11 +77,15 @@ async def start_server(test: TestCase, store: IStore | None = None,
         bus = PostgresBus(store, hub, hub_clock)
         await bus.start()
         test.addCleanup(bus.stop)
-    chat = Chat(store, hub, clock if clock is not None else reactor, in_thread_now, bus,
-                limiter, relay)
-    web = WebService(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), chat, store, hub,
-                     reactor, relay=relay)
+    metrics = Metrics()
+    metrics.watch_hub(hub)
+    measured = MeasuredStore(store, metrics)
+    chat = Chat(measured, hub, clock if clock is not None else reactor, in_thread_now, bus,
+                limiter, relay, metrics)
+    web = WebService(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), chat, measured, hub,
+                     reactor, relay=relay, keep_alive_clock=hub_clock, metrics=metrics,
+                     serve_metrics=serve_metrics)
     await web.startService()
     test.addCleanup(web.stopService)
     assert web.port is not None
-    return Server(chat, store, hub, hub_clock, web, web.port)
+    return Server(chat, store, hub, hub_clock, web, web.port, metrics)

@@ -431,6 +431,25 @@ class IngestTests(ChatTestCase):
         self.assertEqual(resolve(self, self.chat.messages(self.room, 0, 10))[0], [])
 
 
+class RetractTests(ChatTestCase):
+    def test_retract(self) -> None:
+        """A social message whose post was deleted at its source is deleted, with a frame."""
+        room, _ = self.create()
+        source = {"network": "mastodon", "id": "110", "url": None}
+        message = resolve(self, self.chat.ingest("physics-101", "@ada@x.org", "hi", source))
+        watcher = Recorder()
+        self.hub.subscribe(room.id, watcher)
+        self.assertEqual(resolve(self, self.chat.retract("physics-101", "mastodon", "110")),
+                         message.seq)
+        self.assertEqual([json.loads(event.frame) for event in watcher.events],
+                         [{"type": "deleted", "seq": message.seq}])
+        self.assertEqual(resolve(self, self.chat.messages(room, 0, 10))[0], [])
+        self.assertIsNone(resolve(self, self.chat.retract("physics-101", "mastodon", "110")))
+        self.assertIsNone(resolve(self, self.chat.retract("physics-101", "twitter", "110")))
+        self.assertEqual(len(watcher.events), 1)
+        reject(self, self.chat.retract("nowhere", "mastodon", "110"), NotFound)
+
+
 class CheckReadTests(ChatTestCase):
     def setUp(self) -> None:
         super().setUp()

@@ -33,9 +33,11 @@ EXPECTED = {
                                                                 "503"},
     ("get", "/api/v1/rooms/{name}/transcript"): {"200", "400", "401", "404", "503"},
     ("get", "/api/v1/rooms/{name}/live"): {"101"},
+    ("get", "/api/v1/rooms/{name}/events"): {"200", "400", "401", "404", "503"},
     **{(method, "/replay/{path}"): {"202", "401", "404", "405", "413", "503"}
        for method in ("post", "put", "patch", "delete")},
     ("get", "/healthz"): {"200", "503"},
+    ("get", "/metrics"): {"200", "404"},
     ("get", "/api/v1/openapi.json"): {"200"},
     ("get", "/"): {"200"},
     ("get", "/{name}"): {"200"},

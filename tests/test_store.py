@@ -386,6 +386,42 @@ class StoreContractMixin(_TestCase):
         [read], _ = await self.store.messages(room, 0, 10)
         self.assertEqual((read.kind, read.author, read.source), ("social", "@ada", source))
 
+    async def test_tagged_rooms(self) -> None:
+        """C{tagged_rooms}: open, unexpired rooms with hashtags, oldest first; not the others."""
+        first = await self.create("first", hashtags=("#a", "#b"))
+        await self.create("untagged", hashtags=())
+        await self.create("expired", expires_at=NOW)
+        paused = await self.create("paused")
+        await self.store.update_room(paused, RoomChanges(
+            state="paused", title="p", hashtags=("#c",), expires_at=paused.expires_at))
+        last = await self.create("last")
+        tagged = await self.store.tagged_rooms(NOW)
+        self.assertEqual([(room.name, room.hashtags) for room in tagged],
+                         [("first", ("#a", "#b")), ("last", ("#phys101",))])
+        self.assertEqual(tagged, [first, last])
+        self.assertEqual(await self.store.tagged_rooms(first.expires_at), [])
+
+    async def test_social_message(self) -> None:
+        """C{social_message} finds the seq of a room's social message by its network and id."""
+        one, two = await self.create("one"), await self.create("two")
+
+        async def social(room: Room, network: str, id: str) -> int:
+            message = await self.store.post(room, NewMessage(
+                kind="social", author="@ada", participant_id=None, body="hi", created_at=NOW,
+                source={"network": network, "id": id, "url": None}))
+            return int(message.seq)
+
+        await self.post(one, "chat")
+        seq = await social(one, "mastodon", "110")
+        await social(one, "twitter", "111")
+        await social(two, "mastodon", "111")
+        self.assertEqual(await self.store.social_message(one, "mastodon", "110"), seq)
+        self.assertIsNone(await self.store.social_message(one, "twitter", "110"))
+        self.assertIsNone(await self.store.social_message(one, "mastodon", "111"))
+        self.assertIsNone(await self.store.social_message(two, "mastodon", "110"))
+        await self.store.delete_message(one, seq)
+        self.assertIsNone(await self.store.social_message(one, "mastodon", "110"))
+
     async def pending(self, limit: int = 100) -> list[Delivery]:
         return await self.store.pending_deliveries(limit)
 

@@ -84,6 +84,10 @@ class OptionsTests(SynchronousTestCase):
         """A --plugin spec that is not shell words is a usage error."""
         self.assertIn("--plugin", self.refused("--plugin", "irc --listen 'tcp:1"))
 
+    def test_systemd_without_socket(self) -> None:
+        """A systemd: endpoint outside socket activation is a usage error, not a traceback."""
+        self.assertIn("contrib/tmd.socket", self.refused("--listen", "systemd:domain=INET:index=0"))
+
     def test_bad_endpoint(self) -> None:
         """An endpoint string of an unknown type is a UsageError naming it."""
         self.assertIn("nonsense", self.refused("--listen", "nonsense:1"))

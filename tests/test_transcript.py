@@ -31,6 +31,7 @@ from tmd.model import Message, NewMessage, Room
 from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.web.app import WebApp
+from tmd.web.events import EventStreams
 
 PATH = "/api/v1/rooms/physics-101/transcript"
 FIVE_PM = int(datetime(2026, 11, 24, 17, tzinfo=UTC).timestamp() * 1000)
@@ -370,13 +371,15 @@ class BackPressureTests(SynchronousTestCase):
 
     def test_waits_while_paused(self) -> None:
         store = HeldPages(open_store(self))
-        chat = Chat(store, Hub(Clock()), Clock(), in_thread_now)  # type: ignore[arg-type]
+        hub = Hub(Clock())
+        chat = Chat(store, hub, Clock(), in_thread_now)  # type: ignore[arg-type]
         room, _ = self.successResultOf(chat.create_room({"name": "physics-101"}))
         self.successResultOf(store.post(room, NewMessage(
             kind="chat", author="ada", participant_id=None, body="Is light a wave?",
             created_at=FIVE_PM)))
         site = Site(WebApp(chat, store, Resource(), Path(),  # type: ignore[arg-type]
-                           Relay(store, Clock())).app.resource(),  # type: ignore[arg-type]
+                           Relay(store, Clock()),  # type: ignore[arg-type]
+                           events=EventStreams(chat, hub, Clock())).app.resource(),
                     reactor=Clock())
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
         transport = StringTransport()

@@ -35,6 +35,7 @@ from tmd.errors import (
 )
 from tmd.hub import Hub
 from tmd.limits import NO_LIMITS, RateLimiter
+from tmd.metrics import Metrics
 from tmd.model import Event, Message, NewMessage, NewRoom, Participant, Room, RoomChanges
 from tmd.relay import Relay
 from tmd.store import IStore
@@ -116,7 +117,7 @@ class Chat:
 
     def __init__(self, store: IStore, hub: Hub, clock: IReactorTime, in_thread: InThread,
                  bus: Bus | None = None, limiter: RateLimiter | None = None,
-                 relay: Relay | None = None) -> None:
+                 relay: Relay | None = None, metrics: Metrics | None = None) -> None:
         self._store = store
         self._hub = hub
         self._clock = clock
@@ -124,6 +125,7 @@ class Chat:
         self._bus = bus if bus is not None else LocalBus(hub)
         self._limiter = limiter if limiter is not None else RateLimiter(NO_LIMITS, clock)
         self._relay = relay if relay is not None else Relay(store, clock)
+        self._metrics = metrics if metrics is not None else Metrics()
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -219,6 +221,7 @@ class Chat:
     async def post(self, name: str, token: str | None, request: dict[str, Any],
                    address: str | None = None) -> Message:
         """Post C{request["body"]} as the holder of C{token}; fans it out once committed."""
+        started = self._metrics.timer()
         if token is None:
             raise Unauthorized("Join the room to post: send your participant token.")
         body = clean_text(required(request, "body", str))
@@ -228,9 +231,11 @@ class Chat:
         assert participant is not None  # a token that finds no one is refused above
         self._check_post(room, participant, body)
         self._limiter.post_by(participant.id)
-        return await self._add(room, NewMessage(
+        message = await self._add(room, NewMessage(
             kind="chat", author=participant.nickname, participant_id=participant.id, body=body,
             created_at=self.now_ms()))
+        self._metrics.post_latency.observe(self._metrics.timer() - started)
+        return message
 
     async def ingest(self, name: str, author: str, body: str, source: dict[str, Any]) -> Message:
         """
@@ -329,11 +334,28 @@ class Chat:
     async def delete_message(self, name: str, token: str | None, seq: int) -> None:
         """Delete one message of a room; live clients get a C{deleted} frame."""
         room = await self.owned_room(name, token)
+        if not await self._delete(room, seq):
+            raise NotFound(f"There is no message {seq} in this room.")
+
+    async def retract(self, name: str, network: str, source_id: str) -> int | None:
+        """
+        Delete the social message a source's post became in room C{name}, because the
+        post was deleted at its source; its seq, or None if there is none.
+        """
+        room = await self.room(name)
+        seq = await self._store.social_message(room, network, source_id)
+        if seq is None or not await self._delete(room, seq):
+            return None
+        return seq
+
+    async def _delete(self, room: Room, seq: int) -> bool:
+        """Delete one message; live clients get a C{deleted} frame. False if it is not there."""
         pending = self._relay.event("message.deleted", room.name, {"seq": seq})
         if not await self._store.delete_message(room, seq, outbox=pending.outbox):
-            raise NotFound(f"There is no message {seq} in this room.")
+            return False
         self._bus.publish(Event(room_id=room.id, frame=deleted_frame(seq)))
         pending.committed()
+        return True
 
     async def participants(self, name: str, token: str | None) -> list[Participant]:
         """Everyone who joined the room, for its owner."""

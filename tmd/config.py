@@ -34,6 +34,7 @@ MAX_PURGE_AFTER = 10 * 365 * 86_400
 
 DEFAULT_SHUTDOWN_TIMEOUT = 10
 MAX_SHUTDOWN_TIMEOUT = 3600
+LOG_FORMATS = ("text", "json")
 
 
 @frozen
@@ -81,11 +82,16 @@ class Config:
     replay: Replay = field(factory=Replay)
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
     """Seconds a stop waits for the replay queues to drain."""
+    metrics_listen: str | None = None
+    """An endpoint serving /metrics alone; None: /metrics is on the main endpoint."""
+    log_format: str = "text"
+    """C{text} (twistd's own) or C{json} (one object per line)."""
 
 
 _TOP_LEVEL: dict[str, type] = {
     "listen": str, "database": str, "public_url": str, "db_pool_size": int,
     "db_password_file": str, "purge_after": int, "shutdown_timeout": int,
+    "metrics_listen": str, "log_format": str,
 }
 
 
@@ -131,6 +137,9 @@ def load(options: Mapping[str, Any]) -> Config:
         settings.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT), MAX_SHUTDOWN_TIMEOUT)
     settings["webhooks"] = _webhooks(sections.pop("webhooks", []))
     settings["replay"] = _replay(sections.pop("replay", {}))
+    if settings.get("log_format", "text") not in LOG_FORMATS:
+        raise ConfigError(f"log_format (--log-format) is text or json, not"
+                          f" {settings['log_format']!r}.")
     if settings.get("db_password_file"):
         settings["db_password"] = read_secret(settings["db_password_file"])
     return Config(plugins=tuple(options.get("plugins", ())), sections=sections, **settings)

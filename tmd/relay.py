@@ -30,6 +30,7 @@ from twisted.web.http_headers import Headers
 from tmd import __version__
 from tmd.config import Replay, Webhook
 from tmd.model import Delivery
+from tmd.origins import origin
 from tmd.replay import PermanentFailure, QueueClosed, QueueFull, ReplayQueue
 from tmd.store import IStore
 from tmd.wire import encode, timestamp
@@ -46,10 +47,15 @@ class DeliveryFailed(Exception):
 
 @frozen
 class Destination:
-    """Where deliveries go: a webhook (signed with its secret) or a reflektor downstream."""
+    """
+    Where deliveries go: a webhook (signed with its secret) or a reflektor downstream.
+    C{key} names it in the outbox; C{label}, in logs and metrics, leaves out all of the
+    URL but its origin (webhook URLs often hold a secret in the path or query).
+    """
 
     key: str
     url: str
+    label: str
     secret: str | None = None
 
     def url_for(self, delivery: Delivery) -> str:
@@ -94,15 +100,18 @@ class Relay:
         self._clock = clock
         self._replay = replay
         self.durable = replay.outbox
-        self._webhooks = [Destination(f"webhook {w.url}", w.url, w.secret) for w in webhooks]
-        self._downstreams = [Destination(f"replay {url}", url) for url in replay.downstreams]
+        self._webhooks = [
+            Destination(f"webhook {w.url}", w.url, f"webhook {n} {origin(w.url)}", w.secret)
+            for n, w in enumerate(webhooks, 1)]
+        self._downstreams = [Destination(f"replay {url}", url, f"replay {n} {origin(url)}")
+                             for n, url in enumerate(replay.downstreams, 1)]
         self._destinations = {d.key: d for d in [*self._webhooks, *self._downstreams]}
         self._pool: HTTPConnectionPool | None = None
         self._http = http
         self.queues: dict[str, ReplayQueue[Delivery]] = {}
         for destination in self._destinations.values():
             queue: ReplayQueue[Delivery] = ReplayQueue(
-                destination.key, partial(self._send, destination), clock,
+                destination.label, partial(self._send, destination), clock,
                 max_attempts=replay.max_attempts, max_age=replay.max_age,
                 max_length=replay.max_length, describe=lambda d: f"delivery {d.id}")
             queue.on_delivered(self._delivered)
@@ -171,7 +180,8 @@ class Relay:
                 self.dropped += 1
                 where = "kept in the outbox for the next start" if self.durable else "dropped"
                 self.log.warn("{destination}: delivery {id} {where}: the queue is {state}",
-                              destination=delivery.destination, id=delivery.id, where=where,
+                              destination=self.queues[delivery.destination].name,
+                              id=delivery.id, where=where,
                               state="full" if isinstance(e, QueueFull) else "closed")
 
     async def _send(self, destination: Destination, delivery: Delivery) -> None:
@@ -215,8 +225,9 @@ class Relay:
         left = await self._store.pending_deliveries(RESTORE_LIMIT)
         known = [d for d in left if d.destination in self._destinations]
         for gone in (d for d in left if d.destination not in self._destinations):
+            kind, _, url = gone.destination.partition(" ")
             self.log.warn("delivery {id} is for {destination}, which is no longer configured:"
-                          " kept as dead", id=gone.id, destination=gone.destination)
+                          " kept as dead", id=gone.id, destination=f"{kind} {origin(url)}")
             await self._store.dead_letter(gone)
         if known:
             self.log.info("replaying {count} deliveries left in the outbox", count=len(known))

@@ -35,6 +35,7 @@ from tmd.config import (
 from tmd.errors import ApiError
 from tmd.hub import Hub
 from tmd.limits import RateLimiter
+from tmd.metrics import MeasuredStore, Metrics
 from tmd.origins import origin
 from tmd.pluginhost import Enabled, PluginHost, describe, enabled, installed, unknown_sections
 from tmd.reaper import Reaper
@@ -43,6 +44,7 @@ from tmd.service import Lifecycle, Sequence
 from tmd.store import store_for
 from tmd.store.postgres import PostgresStore
 from tmd.web import WebService
+from tmd.web.metrics import MetricsService
 
 log = Logger()
 
@@ -74,6 +76,13 @@ class Options(usage.Options):
         ["config", None, None, "A TOML configuration file."],
         ["public-url", None, None,
          "The URL people use to reach this daemon (for links), e.g. https://chat.example.org"],
+        ["metrics-listen", None, None,
+         "Serve the Prometheus metrics (GET /metrics) on this Twisted server endpoint alone,"
+         " e.g. tcp:9100:interface=127.0.0.1, instead of on --listen's [default: on --listen]"],
+        ["log-format", None, None,
+         "text, or json: one JSON object per line (time, level, namespace, text and the"
+         " event's fields) on standard output; json needs twistd -n, without --logfile or"
+         " --syslog [default: text]"],
     ]
 
     def __init__(self) -> None:
@@ -138,10 +147,23 @@ class Options(usage.Options):
         self.problems = found.problems + unknown_sections(found, self.config.sections)
         try:
             serverFromString(reactor, self.config.listen)
+        except IndexError:  # systemd: without the sockets systemd passes
+            raise usage.UsageError(
+                f"--listen {self.config.listen!r}: systemd passed no such socket; start tmd"
+                " through its socket unit (contrib/tmd.socket).") from None
         except (ValueError, OSError) as e:
             raise usage.UsageError(
                 f"--listen {self.config.listen!r} is not an endpoint tmd can listen on: {e}."
                 " Examples: tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/tmd.sock.") from None
+        if self.config.metrics_listen is not None:
+            try:
+                serverFromString(reactor, self.config.metrics_listen)
+            except (ValueError, OSError) as e:
+                raise usage.UsageError(
+                    f"--metrics-listen {self.config.metrics_listen!r} is not an endpoint tmd can"
+                    f" listen on: {e}. Example: tcp:9100:interface=127.0.0.1.") from None
+        if self.config.log_format == "json" and self.parent is not None:
+            use_json_logs(self.parent)
 
 
 def makeService(options: Options) -> IService:
@@ -160,8 +182,13 @@ def build(config: Config, reactor: Any, plugins: Iterable[Enabled] = (),
     if isinstance(store, PostgresStore):
         bus = PostgresBus(store, hub, reactor)
     in_thread = partial(deferToThreadPool, reactor, reactor.getThreadPool())
-    relay = Relay(store, reactor, config.webhooks, config.replay)
-    chat = Chat(store, hub, reactor, in_thread, bus, RateLimiter(config.limits, reactor), relay)
+    metrics = Metrics()
+    metrics.watch_hub(hub)
+    measured = MeasuredStore(store, metrics)
+    relay = Relay(measured, reactor, config.webhooks, config.replay)
+    metrics.watch_relay(relay)
+    chat = Chat(measured, hub, reactor, in_thread, bus, RateLimiter(config.limits, reactor),
+                relay, metrics)
     root = Sequence()
     Lifecycle("store", store.open, store.close).setServiceParent(root)
     Lifecycle("hub", lambda: None, hub.stop).setServiceParent(root)
@@ -171,13 +198,30 @@ def build(config: Config, reactor: Any, plugins: Iterable[Enabled] = (),
     host = PluginHost(chat, hub, store, config, reactor, plugins, problems)
     reaper = Reaper(chat, reactor, config.purge_after)
     Lifecycle("reaper", reaper.start, reaper.stop).setServiceParent(root)
-    web = WebService(serverFromString(reactor, config.listen), chat, store, hub, reactor,
-                     live_origins(config), relay, host.statuses)
+    web = WebService(serverFromString(reactor, config.listen), chat, measured, hub, reactor,
+                     live_origins(config), relay, host.statuses, metrics=metrics,
+                     serve_metrics=config.metrics_listen is None)
     web.setName("web")
     web.setServiceParent(root)
+    if config.metrics_listen is not None:
+        scrapes = MetricsService(serverFromString(reactor, config.metrics_listen), metrics)
+        scrapes.setName("metrics")
+        scrapes.setServiceParent(root)
     host.setServiceParent(root)
     root.started.addErrback(_abort, reactor)
     return root
+
+
+def use_json_logs(twistd: usage.Options) -> None:
+    """Have twistd log JSON lines (L{tmd.logs.json_observer}) to standard output."""
+    if twistd.get("logger") is not None:
+        raise usage.UsageError("--log-format json and twistd's --logger both choose the log"
+                               " observer: give one of them.")
+    if not twistd.get("nodaemon") or twistd.get("logfile") not in (None, "-") \
+            or twistd.get("syslog"):
+        raise usage.UsageError("--log-format json writes to standard output: run twistd -n,"
+                               " without --logfile or --syslog (redirect the output instead).")
+    twistd["logger"] = "tmd.logs.json_observer"  # twistd imports it after this
 
 
 def live_origins(config: Config) -> frozenset[str]:

@@ -1,4 +1,4 @@
-// Room page entry: loads the room, runs its live socket and hands each server frame to the module it concerns.
+// Room page entry: loads the room, runs its live connection and hands each server frame to the module it concerns.
 import { api, ApiError, NAME_RE, roomPath } from './api.js';
 import {
   acknowledge, clearPostError, failPending, noteLiveMessage, setupComposer, showServerError, updateComposer,
@@ -29,18 +29,30 @@ function applyRoom(room) {
   updateOwnerBar();
 }
 
-function liveUrl() {
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+// The URL of the websocket ('live') or of the event stream ('events'), which say the same.
+function liveUrl(transport) {
   const params = new URLSearchParams();
   const since = resumePoint();
   if (since !== null) params.set('since', String(since));
   const token = readToken();
   if (token) params.set('token', token);
   const query = params.toString();
-  return {
-    href: `${proto}://${location.host}${roomPath(roomName)}/live${query ? '?' + query : ''}`,
-    usedToken: token,
-  };
+  const path = `${roomPath(roomName)}/${transport}${query ? '?' + query : ''}`;
+  if (transport === 'events') return { href: path, usedToken: token };
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  return { href: `${proto}://${location.host}${path}`, usedToken: token };
+}
+
+// Why the event stream was refused, which an EventSource does not tell: the same read over the
+// API says. As the websocket would close: 4404 no room any more, 1008 the token is refused.
+async function refusal(usedToken) {
+  try {
+    await api('GET', `${roomPath(roomName)}/messages?limit=1`, { token: usedToken });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return 4404;
+    if (err instanceof ApiError && err.status === 401) return 1008;
+  }
+  return null;
 }
 
 function onFrame(frame) {
@@ -142,6 +154,7 @@ async function main() {
     url: liveUrl,
     onFrame,
     onClose,
+    refusal,
     onState: (connState) => {
       setConnState(connState);
       updateComposer();

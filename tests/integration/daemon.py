@@ -38,12 +38,16 @@ class _Output(ProcessProtocol):
         self.listening: Deferred[int] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.status: tuple[int | None, int | None] = (None, None)
+        self.waiting: list[tuple[re.Pattern[bytes], Deferred[None]]] = []
         self._partial = b""
 
     def outReceived(self, data: bytes) -> None:
         *complete, self._partial = (self._partial + data).split(b"\n")
         for line in complete:
             self.lines.append(line)
+            for pattern, waiter in [w for w in self.waiting if w[0].search(line)]:
+                self.waiting.remove((pattern, waiter))
+                waiter.callback(None)
             match = LISTENING.search(line)
             if match and not self.listening.called:
                 self.listening.callback(int(match.group(1)))
@@ -71,6 +75,7 @@ class Daemon:
         self.directory = directory
         self.args = args
         self.pythonpath = pythonpath
+        self._first_line = 0
         self.port = 0
         self.lines: list[bytes] = []
         """Everything every run of this daemon logged."""
@@ -118,6 +123,7 @@ class Daemon:
         return daemon
 
     def _launch(self) -> None:
+        self._first_line = len(self.lines)
         self._output = _Output(self.lines)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         if self.pythonpath is not None:
@@ -142,6 +148,15 @@ class Daemon:
     @property
     def output(self) -> str:
         return b"\n".join(self.lines).decode("utf-8", "replace")
+
+    async def logged(self, pattern: bytes) -> None:
+        """Once the current run has logged a line matching C{pattern} (or at once if it has)."""
+        found = re.compile(pattern)
+        if any(found.search(line) for line in self._output.lines[self._first_line:]):
+            return
+        waiter: Deferred[None] = Deferred()
+        self._output.waiting.append((found, waiter))
+        await waiter.addTimeout(START_TIMEOUT, reactor)
 
     async def start_again(self) -> None:
         """Start again, on the same directory and arguments, after C{stop}."""

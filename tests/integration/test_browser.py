@@ -42,6 +42,16 @@ document.addEventListener('securitypolicyviolation', (event) => {
 });
 """
 
+# A network that lets no websocket through, as behind some proxies: every handshake fails (the
+# page's sockets are sent to an address that answers 404 instead of upgrading).
+BLOCK_WEBSOCKETS = """
+window.WebSocket = class extends window.WebSocket {
+  constructor(url, protocols) {
+    super(String(url).replace(/\\/live(\\?|$)/, '/blocked$1'), protocols);
+  }
+};
+"""
+
 # What the page says; the tests hold it to these words.
 PAUSED = "The owner paused the room: you can read along, but posting is off for now."
 CLOSED = "This room is closed for good: you can still read it, but nobody can post any more."
@@ -511,6 +521,46 @@ def slow_down_scenario(url: str, artifacts: Path) -> None:
             expect(message(ada, text)).to_have_count(1)
 
 
+def blocked_websocket_scenario(url: str, artifacts: Path) -> None:
+    """
+    grace's websockets never open: her page follows the room over the event stream
+    instead and posts over HTTP, while ada, on a websocket, chats with her; the
+    room's deletion reaches her too.
+    """
+    from playwright.sync_api import expect
+
+    # Chromium logs each failed handshake as an error.
+    with browser(artifacts, allowed_errors=("WebSocket connection to",)) as chromium:
+        ada, grace = chromium.page("ada", DESKTOP), chromium.page("grace", PHONE)
+        grace.add_init_script(BLOCK_WEBSOCKETS)
+        streams: list[str] = []
+        grace.on("request", lambda request: streams.append(request.url)
+                 if "/events" in request.url else None)
+        create_room(ada, url, ROOM, TITLE)
+        join(ada, "ada")
+        post(ada, "Before grace came")
+
+        grace.goto(f"{url}/{ROOM}")
+        join(grace, "grace")  # live once the event stream says welcome
+        expect(message(grace, "Before grace came")).to_have_count(1)
+        check(bool(streams), "grace's page never opened the event stream")
+        post(ada, "Welcome, grace")
+        expect(message(grace, "Welcome, grace")).to_have_count(1)
+        post(grace, "Hello from behind the proxy")
+        expect(message(ada, "Hello from behind the proxy")).to_have_count(1)
+        expect(grace.locator("li.message.mine")).to_have_count(1)
+        for page in (ada, grace):
+            expect(page.locator("#online")).to_have_text("2")
+        seqs = grace.eval_on_selector_all("#messages li.message", SEQS)
+        check(seqs == ["1", "2", "3"], f"grace's messages: {seqs}")
+
+        ada.click("#more-menu summary")
+        accept_next_dialog(ada)
+        ada.click("#owner-delete")
+        expect(grace.locator("#room-notice")).to_contain_text(DELETED)
+        expect(grace.locator("#conn-state")).to_have_attribute("data-state", "offline")
+
+
 class BrowserTests(TestCase):
     timeout = 90
 
@@ -547,6 +597,10 @@ class BrowserTests(TestCase):
     def test_password_room(self) -> Deferred[None]:
         """Joining a password room wants the right password."""
         return self.run_scenario(password_scenario)
+
+    def test_websockets_blocked(self) -> Deferred[None]:
+        """Where websockets cannot pass, the page falls back to the event stream and HTTP."""
+        return self.run_scenario(blocked_websocket_scenario)
 
     def test_slow_down(self) -> Deferred[None]:
         """A rate-limited post shows how long to wait and keeps the draft."""

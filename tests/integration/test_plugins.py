@@ -38,6 +38,7 @@ class PluginDaemonTests(TestCase):
             f.write('[announce]\nroom = "lobby"\ntext = "Slides are online"\n\n[twiter]\n')
         daemon = await Daemon.start(self, "--config", config, "--plugin", "failing",
                                     "--plugin", "broken", pythonpath=self.path)
+        await daemon.logged(rb"plugin broken is not running")  # the last to start
         http = Http(daemon.url)
         code, health = await http.call("GET", "/healthz")
         self.assertEqual((code, health["plugins"]["announce"]["state"]), (200, "failed"))
@@ -46,6 +47,7 @@ class PluginDaemonTests(TestCase):
         code, _ = await http.call("POST", "/api/v1/rooms", {"name": "lobby"})
         self.assertEqual(code, 201)
         await daemon.restart()  # now the room is there for the announcement at start
+        await daemon.logged(rb"plugin broken is not running")
         http = Http(daemon.url)
         code, health = await http.call("GET", "/healthz")
         self.assertEqual(code, 200)

@@ -75,6 +75,12 @@ class IStore(Interface):
     def delete_message(room: Room, seq: int, outbox: Sequence[Delivery] = ()) -> Deferred[bool]:
         """Mark a message deleted (its seq stays used); False if there is no such message."""
 
+    def tagged_rooms(now_ms: int) -> Deferred[list[Room]]:
+        """The rooms open at C{now_ms} (not paused, closed, expired) with hashtags, oldest first."""
+
+    def social_message(room: Room, network: str, source_id: str) -> Deferred[int | None]:
+        """The seq of C{room}'s undeleted social message from that post of C{network}, or None."""
+
     def messages(room: Room, after: int, limit: int) -> Deferred[tuple[list[Message], int]]:
         """
         Up to C{limit} undeleted messages with seq greater than C{after}, ascending,

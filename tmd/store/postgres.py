@@ -658,6 +658,21 @@ class PostgresStore:
         return bool(rows)
 
     @_deferred
+    async def tagged_rooms(self, now_ms: int) -> list[Room]:
+        rows = await self._query(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE state = 'open' AND expires_at > %s"
+            " AND hashtags <> '[]'::jsonb ORDER BY id", (now_ms,))
+        return [_room(row) for row in rows]
+
+    @_deferred
+    async def social_message(self, room: Room, network: str, source_id: str) -> int | None:
+        rows = await self._query(
+            "SELECT seq FROM messages WHERE room_id = %s AND kind = 'social' AND NOT deleted"
+            " AND source->>'network' = %s AND source->>'id' = %s ORDER BY seq LIMIT 1",
+            (room.id, network, source_id))
+        return rows[0][0] if rows else None
+
+    @_deferred
     async def messages(self, room: Room, after: int, limit: int) -> tuple[list[Message], int]:
         rows = await self._query(_MESSAGES, {"room_id": room.id, "after": after, "limit": limit})
         if not rows:

@@ -306,6 +306,25 @@ class SQLiteStore:
 
         return self._run(delete)
 
+    def tagged_rooms(self, now_ms: int) -> Deferred[list[Room]]:
+        def select(db: sqlite3.Connection) -> list[Room]:
+            rows = db.execute(
+                f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE state = 'open' AND expires_at > ?"
+                " AND hashtags <> '[]' ORDER BY id", (now_ms,)).fetchall()
+            return [_room(row) for row in rows]
+
+        return self._run(select)
+
+    def social_message(self, room: Room, network: str, source_id: str) -> Deferred[int | None]:
+        def select(db: sqlite3.Connection) -> int | None:
+            row = db.execute(
+                "SELECT seq FROM messages WHERE room_id = ? AND kind = 'social' AND NOT deleted"
+                " AND json_extract(source, '$.network') = ? AND json_extract(source, '$.id') = ?"
+                " ORDER BY seq LIMIT 1", (room.id, network, source_id)).fetchone()
+            return row[0] if row is not None else None
+
+        return self._run(select)
+
     def messages(self, room: Room, after: int, limit: int) -> Deferred[tuple[list[Message], int]]:
         def select(db: sqlite3.Connection) -> tuple[list[Message], int]:
             with _transaction(db, "BEGIN"):

@@ -13,15 +13,16 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from tmd.chat import Chat
 from tmd.hub import Hub
+from tmd.metrics import Metrics
 from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.web.app import WebApp
+from tmd.web.events import EventStreams
 from tmd.web.live import LiveFactory
-from tmd.web.request import LimitedRequest, access_log_line
+from tmd.web.request import MeasuredSite
 
 CLOSE_TIMEOUT = 5.0
 """Seconds to wait, at shutdown, for websocket clients to answer our close."""
@@ -41,22 +42,29 @@ def static_dir() -> Path:
 
 
 class WebService(Service):
-    """Listens on an endpoint; at stop, refuses new connections and closes websockets with 1001."""
+    """
+    Listens on an endpoint; at stop, refuses new connections, ends event streams and
+    closes websockets with 1001.
+    """
 
     log = Logger()
 
     def __init__(self, endpoint: IStreamServerEndpoint, chat: Chat, store: IStore, hub: Hub,
                  reactor: IReactorTime, origins: frozenset[str] = frozenset(),
                  relay: Relay | None = None,
-                 plugins: Callable[[], Mapping[str, Any]] = dict) -> None:
+                 plugins: Callable[[], Mapping[str, Any]] = dict,
+                 keep_alive_clock: IReactorTime | None = None, metrics: Metrics | None = None,
+                 serve_metrics: bool = True) -> None:
         self._endpoint = endpoint
         self._reactor = reactor
+        metrics = metrics if metrics is not None else Metrics()
         self.live = LiveFactory(chat, hub, reactor, origins)
+        metrics.watch_websockets(self.live)
+        self.events = EventStreams(chat, hub, keep_alive_clock or reactor)
         app = WebApp(chat, store, WebSocketResource(self.live), static_dir(),
-                     relay if relay is not None else Relay(store, reactor), plugins)
-        self.site = Site(app.app.resource(), requestFactory=LimitedRequest,
-                         logFormatter=access_log_line)
-        self.site.displayTracebacks = False
+                     relay if relay is not None else Relay(store, reactor), plugins,
+                     events=self.events, metrics=metrics if serve_metrics else None)
+        self.site = MeasuredSite(app.app.resource(), metrics)
         self._port: IListeningPort | None = None
 
     @property
@@ -81,4 +89,5 @@ class WebService(Service):
     async def _stop(self) -> None:
         if self._port is not None:
             await maybeDeferred(self._port.stopListening)
+        self.events.close_all()
         await self.live.close_all(self._reactor, CLOSE_TIMEOUT)

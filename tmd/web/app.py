@@ -10,7 +10,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request
@@ -29,12 +28,16 @@ from tmd.errors import (
     UnsupportedMediaType,
 )
 from tmd.limits import address_key
+from tmd.metrics import Metrics
 from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.transcript import transcript_format
 from tmd.web.download import Download
 from tmd.web.errors import add_error_handling, json_response
+from tmd.web.events import EventStreams, query_token, resume_point
+from tmd.web.metrics import metrics_page
 from tmd.web.openapi import openapi_document
+from tmd.web.request import RoutedKlein
 from tmd.wire import (
     decode_object,
     encode,
@@ -121,12 +124,16 @@ class MissingRoomPage(StaticFiles):
 class WebApp:
     """Every HTTP route of the daemon, holding the collaborators it needs."""
 
-    app = Klein()
+    app = RoutedKlein()
     add_error_handling(app)
 
     def __init__(self, chat: Chat, store: IStore, live: IResource, static_dir: Path,
-                 relay: Relay, plugins: Callable[[], Mapping[str, Any]] = dict) -> None:
+                 relay: Relay, plugins: Callable[[], Mapping[str, Any]] = dict, *,
+                 events: EventStreams, metrics: Metrics | None = None) -> None:
         self._chat = chat
+        self._metrics = metrics
+        """None: /metrics is served elsewhere (--metrics-listen), or not at all."""
+        self._events = events
         self._plugins = plugins
         self._store = store
         self._relay = relay
@@ -215,6 +222,16 @@ class WebApp:
         await download.send(transcript.filename, {"Content-Type": kind.media_type, **kind.headers},
                             transcript.chunks(partial(self._chat.messages, room)))
 
+    @app.route("/api/v1/rooms/<name>/events", methods=["GET"])
+    async def events(self, request: Request, name: str) -> None:
+        """The live view as server-sent events, for where websockets do not pass."""
+        stream = self._events.stream(request)  # first: it must hear of a hang-up during the awaits
+        since = resume_point(request)
+        token = query_token(request) or bearer_token(request)
+        room = await self._chat.room(name)
+        you = await self._chat.check_read(room, token)
+        await stream.follow(room, you, since)
+
     @app.route("/api/v1/rooms/<name>/live", methods=["GET"])
     def live(self, request: IRequest, name: str) -> IResource | bytes:
         if (request.getHeader(b"Upgrade") or b"").lower() != b"websocket":
@@ -245,6 +262,12 @@ class WebApp:
     def openapi(self, request: IRequest) -> bytes:
         json_response(request, 200, None)
         return self._openapi
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        if self._metrics is None:
+            raise NotFound("There is nothing at this address.")
+        return metrics_page(request, self._metrics)
 
     @app.route("/healthz", methods=["GET"])
     async def health(self, request: IRequest) -> bytes:

@@ -133,6 +133,15 @@ class LiveProtocol(WebSocketServerProtocol):
     def can_send(self) -> bool:
         return self.state == WebSocketServerProtocol.STATE_OPEN
 
+    # Every frame goes out through one of these two: count it there.
+    def sendMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
+        super().sendMessage(payload, *args, **kwargs)
+        self.factory.frames_sent += 1
+
+    def sendPreparedMessage(self, preparedMsg: PreparedMessage) -> None:
+        super().sendPreparedMessage(preparedMsg)
+        self.factory.frames_sent += 1
+
     def send_message(self, message: Message) -> None:
         self.sendMessage(message_frame(message))
 
@@ -195,6 +204,8 @@ class LiveFactory(WebSocketServerFactory):
         self.origins = origins
         """The origins whose pages may open sockets; none: the host itself only."""
         self.connections: set[LiveProtocol] = set()
+        self.frames_sent = 0
+        """Frames sent to clients so far (a plain count: the metrics read it when scraped)."""
         self._prepared_event: Event | None = None
         self._prepared: PreparedMessage | None = None
         self.setProtocolOptions(

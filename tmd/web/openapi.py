@@ -122,6 +122,27 @@ for at least 60 s.
 """
 
 
+_EVENTS = """\
+The live view of a room as server-sent events (`text/event-stream`), for networks whose
+proxies do not pass websockets: `new EventSource("/api/v1/rooms/NAME/events?since=N&token=T")`.
+It carries the websocket's server frames (`welcome`, `message`, `deleted`, `room`,
+`presence`; see the live view), each as one event whose `data:` line is the JSON frame
+and whose `type` says what it is (no `event:` names). A `message` event's `id:` is the
+message's seq; the `welcome` event's is the seq the stream starts after. A client that
+reconnects sends the last id it saw as `Last-Event-ID` (an `EventSource` does so by
+itself) and gets every message after it, nothing twice: `Last-Event-ID` wins over
+`since`. Posting goes over HTTP (`POST /api/v1/rooms/{name}/messages`).
+
+Refusals (no such room, a wrong or missing token) are ordinary JSON errors, before the
+stream starts. A comment line (`: keep-alive`) comes every 20 s, so that proxies do not
+cut a quiet stream; the response says `Cache-Control: no-cache` and
+`X-Accel-Buffering: no` (nginx passes each event on at once). When the room is deleted,
+the stream sends the websocket's last `error` frame (`not_found`) and ends. The server
+also ends streams when it shuts down, and cuts off a client that stops reading (over
+1 MiB waiting for it): clients reconnect and resume with `Last-Event-ID`.
+"""
+
+
 _REPLAY = """\
 The reflektor: answers `202` at once, then replays the request (the same method, path,
 query string, body and `Content-Type`, never the token) to every configured downstream,
@@ -508,6 +529,30 @@ def _paths() -> JSON:
                 _query("token", "A participant token (enables posting; needed for a"
                        " password room).", {"type": "string"}),
             ])},
+        "/api/v1/rooms/{name}/events": {"parameters": room, "get": _operation(
+            "events", "live", "Live view (server-sent events)", _EVENTS,
+            {"200": {"description": "The event stream; the first event is `welcome`.",
+                     "headers": {
+                         "Cache-Control": {"schema": {"type": "string", "const": "no-cache"}},
+                         "X-Accel-Buffering": {"schema": {"type": "string", "const": "no"}},
+                     },
+                     "content": {"text/event-stream": {"schema": {
+                         "type": "string", "examples": [
+                             'id: 57\ndata: {"type":"welcome","room":{...},"you":null}\n\n'
+                             'id: 58\ndata: {"type":"message","message":{...}}\n\n'
+                             ': keep-alive\n\n']}}}}},
+            errors={400: ("bad_request",), 401: ("unauthorized",), 404: ("not_found",)},
+            parameters=[
+                _query("since", "Send every message with seq greater than this first,"
+                       " then live ones. Without it (and without `Last-Event-ID`), the"
+                       " last 100 messages.", _integer("A seq.", 0)),
+                _query("token", "A participant or owner token (needed for a password"
+                       " room); `Authorization: Bearer` works too.", {"type": "string"}),
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "description": "The last event id received: resume after that seq"
+                 " (instead of `since`).", "schema": _integer("A seq.", 0)},
+            ],
+            security=read_auth)},
         "/replay/{path}": {
             "parameters": [{"name": "path", "in": "path", "required": True,
                             "description": "Appended to each downstream's base URL, with the"
@@ -538,6 +583,16 @@ def _paths() -> JSON:
              "503": _json("Not healthy; the body says why.", _object(
                  {"status": {"type": "string", "const": "unavailable"},
                   "error": _schema("ErrorDetail")}))})},
+        "/metrics": {"get": _operation(
+            "metrics", "operations", "Metrics",
+            "The daemon's metrics in the Prometheus text format: HTTP requests by route"
+            " template and status, posts and their latency, store call latency, websocket"
+            " connections and frames, live rooms, and each replay queue. With"
+            " `--metrics-listen`, they are served on that endpoint instead, and this answers"
+            " 404.",
+            {"200": {"description": "The metrics (`text/plain; version=0.0.4`).",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}},
+             "404": _error(404, ("not_found",))})},
         "/api/v1/openapi.json": {"get": _operation(
             "openapi", "operations", "This document", "The OpenAPI description of this API.",
             {"200": _json("An OpenAPI 3.1 document.", {"type": "object"})})},
@@ -569,7 +624,8 @@ def openapi_document(version: str) -> dict[str, Any]:
         "tags": [
             {"name": "rooms", "description": "Create, inspect and join rooms."},
             {"name": "messages", "description": "Read and post messages."},
-            {"name": "live", "description": "The websocket live view."},
+            {"name": "live", "description": "The live view: a websocket, or server-sent"
+             " events where websockets do not pass."},
             {"name": "replay", "description": "The reflektor endpoint."},
             {"name": "operations", "description": "Health and this description."},
             {"name": "pages", "description": "The browser chat page."},

@@ -1,7 +1,7 @@
 """
 Requests as tmd takes them: bodies bounded (past the limit the rest is dropped,
-not buffered), security headers on every response, and logged without their
-query strings.
+not buffered), security headers on every response, each counted by the template of
+its route, and logged without its query string.
 """
 
 from __future__ import annotations
@@ -9,10 +9,18 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Any
 
-from twisted.web.http import combinedLogFormatter
-from twisted.web.server import Request
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+from tmd.metrics import UNMATCHED, Metrics
 
 MAX_BODY = 64 * 1024
+
+access_log = Logger(namespace="tmd.access")
 
 SECURITY_HEADERS = {
     # Scripts, styles and connections from this origin only, none inline: an injected
@@ -52,26 +60,44 @@ class LimitedRequest(Request):
         self.content.write(data)
 
 
-class _WithoutQueries:
-    """A request as the access log sees it: no query strings, which may carry tokens."""
+class RoutedKlein(Klein):
+    """Klein that tells each request the template of the route it took, for metrics."""
 
-    def __init__(self, request: Request) -> None:
-        self._request = request
+    def __init__(self) -> None:
+        super().__init__()
+        self._templates: dict[str, str] = {}
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._request, name)
-
-    @property
-    def uri(self) -> bytes:
-        return self._request.uri.split(b"?", 1)[0]
-
-    def getHeader(self, name: bytes) -> bytes | None:
-        value = self._request.getHeader(name)
-        if value is not None and name.lower() == b"referer":
-            return value.split(b"?", 1)[0]
-        return value
+    def execute_endpoint(self, endpoint: str, request: IRequest, *args: Any,
+                         **kwargs: Any) -> Any:
+        template = self._templates.get(endpoint)
+        if template is None:
+            rule = next(self.url_map.iter_rules(endpoint)).rule
+            template = self._templates[endpoint] = rule.replace("<path:__rest__>", "<path>")
+        request.route = template  # type: ignore[attr-defined]
+        return super().execute_endpoint(endpoint, request, *args, **kwargs)
 
 
-def access_log_line(timestamp: str, request: Request) -> str:
-    """The combined log format, with every query string left out."""
-    return combinedLogFormatter(timestamp, _WithoutQueries(request))
+class MeasuredSite(Site):
+    """
+    A site that counts every answered request by route template and status, and logs
+    it (the access log) as a structured event, without its query string.
+    """
+
+    def __init__(self, resource: IResource, metrics: Metrics) -> None:
+        super().__init__(resource, requestFactory=LimitedRequest)
+        self.displayTracebacks = False
+        self._metrics = metrics
+
+    def log(self, request: http.Request) -> None:
+        route = getattr(request, "route", UNMATCHED)
+        self._metrics.http_request(route, request.method, request.code)
+        referer = request.getHeader(b"referer")
+        access_log.info(
+            '"{client}" - - "{method} {path} {protocol}" {status} {size} "{referer}" "{agent}"',
+            client=getattr(request.getClientAddress(), "host", "-"),
+            method=request.method.decode("latin-1"),
+            path=request.uri.split(b"?", 1)[0].decode("latin-1"),  # queries may hold tokens
+            protocol=request.clientproto.decode("latin-1"), status=request.code,
+            size=request.sentLength, route=route,
+            referer=referer.split(b"?", 1)[0].decode("latin-1") if referer else "-",
+            agent=(request.getHeader(b"user-agent") or b"-").decode("latin-1"))

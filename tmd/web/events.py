@@ -1,0 +1,211 @@
+"""
+The live view as server-sent events, for networks where websockets do not pass.
+
+C{GET /api/v1/rooms/{name}/events} carries the websocket's server frames, one
+C{data:} line each. A message's C{id:} is its seq (the welcome's, the seq the
+stream starts after), so a client that reconnects with C{Last-Event-ID}, as
+C{EventSource} does by itself, or with C{?since=} misses nothing. Each stream
+follows its room with a L{Follower}. A comment line every L{KEEP_ALIVE} seconds
+keeps proxies from cutting a quiet stream; a client that stops reading is cut
+off once L{MAX_UNSENT} bytes wait for it, and resumes when it reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from tmd.chat import Chat
+from tmd.errors import BadRequest, Unavailable
+from tmd.follow import Follower
+from tmd.hub import Hub
+from tmd.model import Event, Message, Participant, Room
+from tmd.web.live import BACKLOG
+from tmd.wire import encode, message_frame, participant_json
+
+KEEP_ALIVE = 20.0
+"""Seconds between keep-alive comments; proxies commonly cut a silent response at 60 s."""
+
+MAX_UNSENT = 1024 * 1024
+"""Bytes written while the client's buffer is full past which the stream is cut off."""
+
+MAX_SEQ = 2**62
+
+
+def resume_point(request: IRequest) -> int | None:
+    """The seq to resume after: C{Last-Event-ID}, else C{?since=}; None for the last 100."""
+    header = request.getHeader(b"Last-Event-ID")
+    if header is not None and header.strip():
+        return _seq("Last-Event-ID", header)
+    since = request.args.get(b"since")
+    if since and since[0]:
+        return _seq("since", since[0])
+    return None
+
+
+def _seq(name: str, value: bytes) -> int:
+    text = value.strip()
+    if not text.isdigit() or int(text) >= MAX_SEQ:
+        raise BadRequest(f"'{name}' must be a non-negative integer (a seq).")
+    return int(text)
+
+
+def query_token(request: IRequest) -> str | None:
+    """C{?token=}: an C{EventSource} cannot send an C{Authorization} header."""
+    values = request.args.get(b"token")
+    return values[0].decode("latin-1") if values and values[0] else None
+
+
+def sse_event(frame: bytes, event_id: int | None = None) -> bytes:
+    """One event: its C{id:} line if given, and the frame as its C{data:} line."""
+    head = b"id: %d\n" % event_id if event_id is not None else b""
+    return head + b"data: " + frame + b"\n\n"  # JSON text holds no raw line breaks
+
+
+class EventStreams:
+    """The event streams of this daemon."""
+
+    def __init__(self, chat: Chat, hub: Hub, clock: IReactorTime) -> None:
+        self.chat = chat
+        self.hub = hub
+        self.clock = clock
+        """Times the keep-alive comments."""
+        self.streams: set[EventStream] = set()
+
+    def stream(self, request: Request) -> EventStream:
+        """
+        The stream for C{request}. Make it before the route's first C{await}: a request
+        tells of a hang-up only those who asked before it happened.
+        """
+        return EventStream(self, request)
+
+    def close_all(self) -> None:
+        """End every stream (at shutdown): clients reconnect and resume."""
+        for stream in list(self.streams):
+            stream.end()
+
+
+@implementer(IPushProducer)
+class EventStream:
+    """One client's stream of one room: the L{Follower}'s client and the response's producer."""
+
+    _log = Logger()
+
+    def __init__(self, streams: EventStreams, request: Request) -> None:
+        self._streams = streams
+        self._request = request
+        self._room: Room | None = None
+        self._follower: Follower | None = None
+        self._keep_alive: IDelayedCall | None = None
+        self._open = True
+        self._paused = False
+        self._unsent = 0
+        self._ended: Deferred[None] = Deferred()
+        request.notifyFinish().addBoth(self._finished)
+
+    async def follow(self, room: Room, you: Participant | None, since: int | None) -> None:
+        """
+        Send the welcome, the messages after C{since} (the last 100 if None), then
+        live frames; returns when the stream has ended.
+        """
+        if not self._open:
+            return
+        streams, request = self._streams, self._request
+        request.setHeader(b"Content-Type", b"text/event-stream")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"X-Accel-Buffering", b"no")  # nginx: pass each event on at once
+        request.registerProducer(self, True)
+        start = max(0, room.last_seq - BACKLOG) if since is None else since
+        self._room = room
+        self._follower = Follower(streams.chat, room, start, self)
+        streams.streams.add(self)
+        streams.hub.subscribe(room.id, self._follower)
+        self._write(sse_event(encode({
+            "type": "welcome", "room": streams.chat.room_json(room),
+            "you": participant_json(you) if you is not None else None,
+        }), start))
+        self._keep_alive = streams.clock.callLater(KEEP_ALIVE, self._send_keep_alive)
+        self.run(self._follower.catch_up(), "catching up an event stream")
+        await self._ended
+
+    def end(self) -> None:
+        """End the response: an C{EventSource} reconnects by itself and resumes."""
+        if self._open:
+            self._open = False
+            self._request.unregisterProducer()
+            self._request.finish()
+
+    def can_send(self) -> bool:
+        return self._open
+
+    def send_message(self, message: Message) -> None:
+        self._write(sse_event(message_frame(message), message.seq))
+
+    def send_event(self, event: Event) -> None:
+        self._write(sse_event(event.frame, event.seq))
+        if event.gone:
+            self.end()
+
+    def run(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """
+        Run C{work}; if it fails unexpectedly, log it and end the stream so that the
+        client reconnects and resumes. Without the database, stay: the Bus resyncs us.
+        """
+        def failed(failure: Failure) -> None:
+            if failure.check(Unavailable):
+                self._log.info("{what}: the database is unavailable", what=what)
+                return
+            self._log.failure("{what} failed", failure, what=what)
+            self.end()
+
+        Deferred.fromCoroutine(work).addErrback(failed)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._unsent = 0
+
+    def stopProducing(self) -> None:
+        self._open = False  # the connection is going: the request's finish notice cleans up
+
+    def _write(self, data: bytes) -> None:
+        if not self._open:
+            return
+        if self._paused:
+            self._unsent += len(data)
+            if self._unsent > MAX_UNSENT:
+                self._cut_off()
+                return
+        self._request.write(data)
+
+    def _cut_off(self) -> None:
+        """The client stopped reading: drop it, rather than buffer for it without end."""
+        self._log.info("an event stream's client stopped reading: cut off")
+        self._open = False
+        cast(ITCPTransport, self._request.transport).abortConnection()
+
+    def _send_keep_alive(self) -> None:
+        self._write(b": keep-alive\n\n")
+        if self._open:
+            self._keep_alive = self._streams.clock.callLater(KEEP_ALIVE, self._send_keep_alive)
+
+    def _finished(self, _: object) -> None:
+        """The response is over, finished or cut: stop following the room."""
+        self._open = False
+        if self._keep_alive is not None and self._keep_alive.active():
+            self._keep_alive.cancel()
+        self._streams.streams.discard(self)
+        if self._room is not None and self._follower is not None:
+            self._streams.hub.unsubscribe(self._room.id, self._follower)
+        if not self._ended.called:  # Klein cancels it when the client hangs up
+            self._ended.callback(None)
