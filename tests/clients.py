@@ -76,8 +76,9 @@ class LiveClient(WebSocketClientProtocol):
 class LiveClientFactory(WebSocketClientFactory):
     protocol = LiveClient
 
-    def __init__(self, url: str, origin: str | None = None) -> None:
-        super().__init__(url, reactor=reactor, origin=origin)
+    def __init__(self, url: str, origin: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(url, reactor=reactor, origin=origin, headers=headers)
         self.opened: Deferred[LiveClient] = Deferred()
 
 
@@ -85,12 +86,13 @@ async def _value(value: Any) -> Any:
     return value
 
 
-async def connect(port: int, path: str, origin: str | None = None) -> LiveClient:
+async def connect(port: int, path: str, origin: str | None = None,
+                  headers: dict[str, str] | None = None) -> LiveClient:
     """
-    Open a websocket to C{ws://127.0.0.1:port/path}, as a page from C{origin} if given;
-    fires once the handshake is done.
+    Open a websocket to C{ws://127.0.0.1:port/path}, as a page from C{origin} if given,
+    with more request C{headers}; fires once the handshake is done.
     """
-    factory = LiveClientFactory(f"ws://127.0.0.1:{port}{path}", origin)
+    factory = LiveClientFactory(f"ws://127.0.0.1:{port}{path}", origin, headers)
     await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
     return await factory.opened.addTimeout(TIMEOUT, reactor)
 

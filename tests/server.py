@@ -23,12 +23,12 @@ from tests.helpers import in_thread_now, open_store
 from tmd.bus import Bus, LocalBus, PostgresBus
 from tmd.chat import Chat
 from tmd.hub import Hub
-from tmd.limits import RateLimiter
+from tmd.limits import ConnectionLimits, RateLimiter
 from tmd.metrics import MeasuredStore, Metrics
 from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.store.postgres import PostgresStore
-from tmd.web import WebService
+from tmd.web import DEFAULT_CONNECTIONS, WebService
 
 
 @define
@@ -60,13 +60,15 @@ class Server:
 async def start_server(test: TestCase, store: IStore | None = None,
                        clock: IReactorTime | None = None,
                        limiter: RateLimiter | None = None,
-                       relay: Relay | None = None, serve_metrics: bool = True) -> Server:
+                       relay: Relay | None = None, serve_metrics: bool = True,
+                       connections: ConnectionLimits = DEFAULT_CONNECTIONS) -> Server:
     """
     Start the web service on a free port; it stops when the test ends. The store is
     a new SQLite file, or C{store} (open); on PostgreSQL, with the Bus. The chat core
     reads the time from C{clock} (default: the reactor). No rate limits, unless C{limiter};
     no webhooks or reflektor, unless C{relay}. Metrics are recorded (the store's calls
-    through L{MeasuredStore}) and served at /metrics, unless not C{serve_metrics}.
+    through L{MeasuredStore}) and served at /metrics, unless not C{serve_metrics}. The
+    port has the default C{connections} limits, and believes no proxy, unless told.
     """
     if store is None:
         store = open_store(test)
@@ -84,7 +86,7 @@ async def start_server(test: TestCase, store: IStore | None = None,
                 limiter, relay, metrics)
     web = WebService(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), chat, measured, hub,
                      reactor, relay=relay, keep_alive_clock=hub_clock, metrics=metrics,
-                     serve_metrics=serve_metrics)
+                     serve_metrics=serve_metrics, connections=connections)
     await web.startService()
     test.addCleanup(web.stopService)
     assert web.port is not None

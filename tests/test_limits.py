@@ -13,6 +13,7 @@ from tmd.errors import RateLimited
 from tmd.limits import (
     NO_LIMITS,
     Bucket,
+    ConnectionLimits,
     Limits,
     Rate,
     RateLimiter,
@@ -204,6 +205,40 @@ class LimitsOverHttpTests(TestCase):
         client.post("r4", "r4")
         frames = await client.wait_for(count("ack", 3))
         self.assertEqual([f["ref"] for f in frames if f["type"] == "ack"], ["r1", "r2", "r4"])
+
+
+class BehindProxyTests(TestCase):
+    async def setUp(self) -> None:
+        self.clock = Clock()
+        limits = Limits(address_rooms=Rate(1, 3600), address_posts=Rate(1, 3600))
+        self.server = await start_server(
+            self, limiter=RateLimiter(limits, self.clock),
+            connections=ConnectionLimits(trusted=TrustedProxies.parse(["127.0.0.1"])))
+
+    async def call(self, path: str, body: object, forwarded_for: str,
+                   token: str | None = None) -> int:
+        code, _ = await self.server.http.call("POST", path, body, token, headers={
+            "X-Forwarded-For": [forwarded_for]})
+        return code
+
+    async def test_forwarded_for(self) -> None:
+        """Behind a trusted proxy, each forwarded client has its own limits."""
+        self.assertEqual(await self.call("/api/v1/rooms", {"name": "one"}, "203.0.113.1"), 201)
+        self.assertEqual(await self.call("/api/v1/rooms", {"name": "two"}, "203.0.113.2"), 201)
+        self.assertEqual(await self.call("/api/v1/rooms", {"name": "three"},
+                                         "198.51.100.9, 203.0.113.1"), 429)
+
+    async def test_websocket(self) -> None:
+        """The websocket counts the forwarded client too, in the same bucket as its HTTP."""
+        tokens = await self.server.room_with("physics-101", "ada")
+        client = await connect(self.server.port, f"{ROOM}/live?token={tokens['ada']}",
+                               headers={"X-Forwarded-For": "203.0.113.7"})
+        await client.wait_for(count("welcome", 1))
+        client.post("hi", "r1")
+        await client.wait_for(count("ack", 1))
+        post = (f"{ROOM}/messages", {"body": "again"})
+        self.assertEqual(await self.call(*post, "203.0.113.7", tokens["ada"]), 429)
+        self.assertEqual(await self.call(*post, "203.0.113.8", tokens["ada"]), 201)
 
 
 class TrustedProxiesTests(SynchronousTestCase):

@@ -259,3 +259,16 @@ class OptionTests(SynchronousTestCase):
         self.assertIsInstance(root.getServiceNamed("metrics"), MetricsService)
         self.assertNotIn("metrics", [service.name for service in build(
             Config(database="sqlite:" + database_path(self)), test_tap.ThreadPoolMemoryReactor())])
+
+
+class PluginGaugeTests(SynchronousTestCase):
+    def test_plugin_up(self) -> None:
+        """Each enabled plugin: 1 while it runs or its source is connected, else 0."""
+        metrics = Metrics()
+        statuses = {"irc": {"state": "running", "detail": None},
+                    "twitter": {"state": "backing off", "detail": "429, retry in 60 s"}}
+        metrics.watch_plugins(lambda: statuses)
+        samples = parse(metrics.exposition())
+        self.assertEqual(value(samples, "tmd_plugin_up", plugin="irc", state="running"), 1)
+        self.assertEqual(value(samples, "tmd_plugin_up", plugin="twitter", state="backing off"),
+                         0)

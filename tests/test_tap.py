@@ -84,6 +84,22 @@ class OptionsTests(SynchronousTestCase):
         """A --plugin spec that is not shell words is a usage error."""
         self.assertIn("--plugin", self.refused("--plugin", "irc --listen 'tcp:1"))
 
+    def test_connections(self) -> None:
+        """Connection limits and trusted proxies; values out of range are refused, named."""
+        config = parse("--trusted-proxy", "127.0.0.1", "--trusted-proxy", "10.0.0.0/8",
+                       "--max-connections", "5", "--max-connections-per-address", "2",
+                       "--header-timeout", "3").config
+        assert config is not None
+        limits = config.connections
+        self.assertEqual((limits.total, limits.per_address, limits.header_timeout),
+                         (5, 2, 3))
+        self.assertEqual([str(n) for n in limits.trusted.networks],
+                         ["127.0.0.1/32", "10.0.0.0/8"])
+        self.assertIn("'nope'", self.refused("--trusted-proxy", "nope"))
+        self.assertIn("max_connections (--max-connections)",
+                      self.refused("--max-connections", "0"))
+        self.assertIn("header_timeout", self.refused("--header-timeout", "soon"))
+
     def test_systemd_without_socket(self) -> None:
         """A systemd: endpoint outside socket activation is a usage error, not a traceback."""
         self.assertIn("contrib/tmd.socket", self.refused("--listen", "systemd:domain=INET:index=0"))

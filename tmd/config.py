@@ -15,7 +15,7 @@ from typing import Any
 
 from attrs import evolve, field, fields, frozen
 
-from tmd.limits import Limits, Rate
+from tmd.limits import ConnectionLimits, Limits, Rate, TrustedProxies
 from tmd.origins import origin
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -86,12 +86,14 @@ class Config:
     """An endpoint serving /metrics alone; None: /metrics is on the main endpoint."""
     log_format: str = "text"
     """C{text} (twistd's own) or C{json} (one object per line)."""
+    connections: ConnectionLimits = field(factory=ConnectionLimits)
 
 
 _TOP_LEVEL: dict[str, type] = {
     "listen": str, "database": str, "public_url": str, "db_pool_size": int,
     "db_password_file": str, "purge_after": int, "shutdown_timeout": int,
-    "metrics_listen": str, "log_format": str,
+    "metrics_listen": str, "log_format": str, "max_connections": int,
+    "max_connections_per_address": int, "header_timeout": int,
 }
 
 
@@ -128,13 +130,17 @@ def load(options: Mapping[str, Any]) -> Config:
         raise ConfigError(f"public_url {settings['public_url']!r} is not an http(s) URL with a"
                           " host, such as https://chat.example.org.")
     settings["limits"] = _limits(sections.pop("limits", {}), options.get("limits", ()))
-    settings["db_pool_size"] = _pool_size(settings.get("db_pool_size", DEFAULT_DB_POOL_SIZE))
+    settings["db_pool_size"] = _count("db_pool_size, the database pool size (--db-pool-size)",
+                                      settings.get("db_pool_size", DEFAULT_DB_POOL_SIZE),
+                                      MAX_DB_POOL_SIZE)
     settings["purge_after"] = _seconds(
         "purge_after (--purge-after)", settings.get("purge_after", DEFAULT_PURGE_AFTER),
         MAX_PURGE_AFTER)
     settings["shutdown_timeout"] = _seconds(
         "shutdown_timeout (--shutdown-timeout)",
         settings.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT), MAX_SHUTDOWN_TIMEOUT)
+    settings["connections"] = _connections(settings, sections.pop("trusted_proxies", []),
+                                           options.get("trusted_proxies", ()))
     settings["webhooks"] = _webhooks(sections.pop("webhooks", []))
     settings["replay"] = _replay(sections.pop("replay", {}))
     if settings.get("log_format", "text") not in LOG_FORMATS:
@@ -148,16 +154,6 @@ def load(options: Mapping[str, Any]) -> Config:
 _KIND_NAMES = {str: "a string", int: "an integer"}
 
 
-def _pool_size(value: int | str) -> int:
-    try:
-        size = int(value)
-    except ValueError:
-        size = 0
-    if not 1 <= size <= MAX_DB_POOL_SIZE:
-        raise ConfigError(f"The database pool size must be from 1 to {MAX_DB_POOL_SIZE}.")
-    return size
-
-
 def _seconds(name: str, value: int | str, most: int) -> int:
     try:
         seconds = int(value)
@@ -167,6 +163,37 @@ def _seconds(name: str, value: int | str, most: int) -> int:
         raise ConfigError(
             f"{name} must be a number of seconds from 0 to {most}, not {value!r}.")
     return seconds
+
+
+def _connections(settings: dict[str, Any], listed: Any,
+                 options: Iterable[str]) -> ConnectionLimits:
+    """The connection limits, taken out of C{settings}, and the trusted proxies."""
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        raise ConfigError("trusted_proxies is a list of addresses or networks.")
+    try:
+        trusted = TrustedProxies.parse([*listed, *options])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    default = ConnectionLimits()
+    counts = {}
+    for key, name, most in [("max_connections", "total", 1_000_000),
+                            ("max_connections_per_address", "per_address", 1_000_000),
+                            ("header_timeout", "header_timeout", 3600)]:
+        value = settings.pop(key, getattr(default, name))
+        flag = key.replace("_", "-")
+        counts[name] = _seconds(f"{key} (--{flag})", value, most) if name == "header_timeout" \
+            else _count(f"{key} (--{flag})", value, most)
+    return ConnectionLimits(trusted=trusted, **counts)
+
+
+def _count(name: str, value: int | str, most: int) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= most:
+        raise ConfigError(f"{name} must be a whole number from 1 to {most}, not {value!r}.")
+    return count
 
 
 def _http_url(where: str, url: Any) -> str:

@@ -147,6 +147,10 @@ class TrustedProxies:
             return False
         return any(ip in network for network in self.networks)
 
+    def key(self, peer: IAddress | None, forwarded_for: str | None) -> str | None:
+        """The L{address_key} of the client, seen through the trusted proxies."""
+        return address_key(self.client(peer, forwarded_for))
+
     def client(self, peer: IAddress | None, forwarded_for: str | None) -> IAddress | None:
         """Who the client is: C{peer}, or if it is a trusted proxy, whom it forwards for."""
         if forwarded_for is None or not self.trusts(peer):
@@ -164,6 +168,18 @@ class TrustedProxies:
 
 
 NO_PROXIES = TrustedProxies()
+
+
+@frozen
+class ConnectionLimits:
+    """How many connections the web port holds, and how long a request's headers may take."""
+
+    total: int = 20_000
+    per_address: int = 1_000
+    """From one client address (IPv6: one /64); trusted proxies count in the total only."""
+    header_timeout: int = 10
+    """Seconds a new connection has to send its first request's headers (slowloris)."""
+    trusted: TrustedProxies = NO_PROXIES
 
 
 class RateLimiter:

@@ -12,7 +12,7 @@ pushed: L{Metrics.read_at_scrape} takes more such readers (plugins, say).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -168,6 +168,23 @@ class Metrics:
             return [queued, in_flight, delivered, dead, retries, dropped]
 
         self.read_at_scrape(read)
+
+    def watch_plugins(self, statuses: Callable[[], Mapping[str, Mapping[str, str | None]]],
+                      ) -> None:
+        """Read whether each enabled plugin is up (running or connected) from C{statuses}."""
+        def read() -> Iterable[Metric]:
+            up = GaugeMetricFamily(
+                "tmd_plugin_up", "1 if the plugin runs (and its source is connected), else 0;"
+                " the state is a label.", labels=["plugin", "state"])
+            for name, status in statuses().items():
+                state = status["state"] or ""
+                up.add_metric([name, state], 1 if state in PLUGIN_UP_STATES else 0)
+            return [up]
+
+        self.read_at_scrape(read)
+
+
+PLUGIN_UP_STATES = frozenset({"running", "connected", "polling"})
 
 
 @implementer(IStore)

@@ -76,6 +76,13 @@ class Options(usage.Options):
         ["config", None, None, "A TOML configuration file."],
         ["public-url", None, None,
          "The URL people use to reach this daemon (for links), e.g. https://chat.example.org"],
+        ["max-connections", None, None,
+         "Connections the web port holds at most, websockets included [default: 20000]"],
+        ["max-connections-per-address", None, None,
+         "Connections from one client address at most (IPv6: one /64; a school behind one"
+         " NAT is one address) [default: 1000]"],
+        ["header-timeout", None, None,
+         "Seconds a new connection has to send its request's headers [default: 10]"],
         ["metrics-listen", None, None,
          "Serve the Prometheus metrics (GET /metrics) on this Twisted server endpoint alone,"
          " e.g. tcp:9100:interface=127.0.0.1, instead of on --listen's [default: on --listen]"],
@@ -93,6 +100,7 @@ class Options(usage.Options):
         self["plugins"] = []
         self["limits"] = []
         self["allowed_origins"] = []
+        self["trusted_proxies"] = []
         self.config: Config | None = None
         self.plugins: list[Enabled] = []
         self.problems: tuple[str, ...] = ()
@@ -114,6 +122,13 @@ class Options(usage.Options):
         without it: public_url's origin if set, else the host the request was sent to.
         """
         self["allowed_origins"].append(origin)
+
+    def opt_trusted_proxy(self, proxy: str) -> None:
+        """
+        Believe X-Forwarded-For from this address or network (repeatable), e.g. 127.0.0.1
+        behind nginx on the same host: rate and connection limits then count the client.
+        """
+        self["trusted_proxies"].append(proxy)
 
     def opt_plugin(self, spec: str) -> None:
         """
@@ -195,12 +210,14 @@ def build(config: Config, reactor: Any, plugins: Iterable[Enabled] = (),
     Lifecycle("bus", bus.start, bus.stop).setServiceParent(root)
     Lifecycle("relay", relay.start,
               partial(relay.stop, config.shutdown_timeout)).setServiceParent(root)
-    host = PluginHost(chat, hub, store, config, reactor, plugins, problems)
+    host = PluginHost(chat, hub, measured, config, reactor, plugins, problems)
+    metrics.watch_plugins(host.statuses)
     reaper = Reaper(chat, reactor, config.purge_after)
     Lifecycle("reaper", reaper.start, reaper.stop).setServiceParent(root)
     web = WebService(serverFromString(reactor, config.listen), chat, measured, hub, reactor,
                      live_origins(config), relay, host.statuses, metrics=metrics,
-                     serve_metrics=config.metrics_listen is None)
+                     serve_metrics=config.metrics_listen is None,
+                     connections=config.connections)
     web.setName("web")
     web.setServiceParent(root)
     if config.metrics_listen is not None:

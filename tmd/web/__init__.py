@@ -16,14 +16,17 @@ from twisted.logger import Logger
 
 from tmd.chat import Chat
 from tmd.hub import Hub
+from tmd.limits import ConnectionLimits
 from tmd.metrics import Metrics
 from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.web.app import WebApp
 from tmd.web.events import EventStreams
+from tmd.web.guard import Guard
 from tmd.web.live import LiveFactory
 from tmd.web.request import MeasuredSite
 
+DEFAULT_CONNECTIONS = ConnectionLimits()
 CLOSE_TIMEOUT = 5.0
 """Seconds to wait, at shutdown, for websocket clients to answer our close."""
 
@@ -54,17 +57,21 @@ class WebService(Service):
                  relay: Relay | None = None,
                  plugins: Callable[[], Mapping[str, Any]] = dict,
                  keep_alive_clock: IReactorTime | None = None, metrics: Metrics | None = None,
-                 serve_metrics: bool = True) -> None:
+                 serve_metrics: bool = True,
+                 connections: ConnectionLimits = DEFAULT_CONNECTIONS) -> None:
         self._endpoint = endpoint
         self._reactor = reactor
         metrics = metrics if metrics is not None else Metrics()
-        self.live = LiveFactory(chat, hub, reactor, origins)
+        self.live = LiveFactory(chat, hub, reactor, origins, connections.trusted)
         metrics.watch_websockets(self.live)
         self.events = EventStreams(chat, hub, keep_alive_clock or reactor)
         app = WebApp(chat, store, WebSocketResource(self.live), static_dir(),
                      relay if relay is not None else Relay(store, reactor), plugins,
-                     events=self.events, metrics=metrics if serve_metrics else None)
+                     events=self.events, metrics=metrics if serve_metrics else None,
+                     trusted=connections.trusted)
         self.site = MeasuredSite(app.app.resource(), metrics)
+        self.guard = Guard(self.site, reactor, connections.total, connections.per_address,
+                           connections.header_timeout, connections.trusted)
         self._port: IListeningPort | None = None
 
     @property
@@ -77,7 +84,7 @@ class WebService(Service):
         return Deferred.fromCoroutine(self._listen())
 
     async def _listen(self) -> None:
-        self._port = await self._endpoint.listen(self.site)
+        self._port = await self._endpoint.listen(self.guard)
         address = self._port.getHost()
         self.log.info("tmd listening on {type} {host}:{port}", type=getattr(address, "type", ""),
                       host=getattr(address, "host", ""), port=getattr(address, "port", ""))

@@ -27,7 +27,7 @@ from tmd.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from tmd.limits import address_key
+from tmd.limits import NO_PROXIES, TrustedProxies
 from tmd.metrics import Metrics
 from tmd.relay import Relay
 from tmd.store import IStore
@@ -70,11 +70,6 @@ def bearer_token(request: IRequest) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Send your token as 'Authorization: Bearer <token>'.")
     return token.strip()
-
-
-def client(request: IRequest) -> str | None:
-    """Whom the request's address stands for, for rate limits."""
-    return address_key(request.getClientAddress())
 
 
 def query_int(request: IRequest, name: str, default: int, low: int, high: int) -> int:
@@ -129,8 +124,10 @@ class WebApp:
 
     def __init__(self, chat: Chat, store: IStore, live: IResource, static_dir: Path,
                  relay: Relay, plugins: Callable[[], Mapping[str, Any]] = dict, *,
-                 events: EventStreams, metrics: Metrics | None = None) -> None:
+                 events: EventStreams, metrics: Metrics | None = None,
+                 trusted: TrustedProxies = NO_PROXIES) -> None:
         self._chat = chat
+        self._trusted = trusted
         self._metrics = metrics
         """None: /metrics is served elsewhere (--metrics-listen), or not at all."""
         self._events = events
@@ -141,9 +138,15 @@ class WebApp:
         self._static_dir = static_dir
         self._openapi = encode(openapi_document(__version__))
 
+    def _client(self, request: IRequest) -> str | None:
+        """Whom the request's address stands for, for rate limits (behind trusted proxies too)."""
+        forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+        return self._trusted.key(request.getClientAddress(),
+                                 b",".join(forwarded).decode("latin-1") if forwarded else None)
+
     @app.route("/api/v1/rooms", methods=["POST"])
     async def create_room(self, request: IRequest) -> bytes:
-        room, owner_token = await self._chat.create_room(json_body(request), client(request))
+        room, owner_token = await self._chat.create_room(json_body(request), self._client(request))
         request.setHeader(b"Location", f"/api/v1/rooms/{room.name}".encode("ascii"))
         return json_response(request, 201, {
             "room": self._chat.room_json(room), "owner_token": owner_token})
@@ -190,7 +193,7 @@ class WebApp:
     @app.route("/api/v1/rooms/<name>/join", methods=["POST"])
     async def join(self, request: IRequest, name: str) -> bytes:
         room = await self._chat.room(name)
-        participant, token = await self._chat.join(room, json_body(request), client(request))
+        participant, token = await self._chat.join(room, json_body(request), self._client(request))
         return json_response(request, 201, {
             "participant": participant_json(participant), "token": token})
 
@@ -209,7 +212,7 @@ class WebApp:
         token = bearer_token(request)
         if token is None:  # before reading the body: an anonymous post is a 401, whatever it holds
             raise Unauthorized("Join the room to post: send your participant token.")
-        message = await self._chat.post(name, token, json_body(request), client(request))
+        message = await self._chat.post(name, token, json_body(request), self._client(request))
         return json_response(request, 201, message_json(message))
 
     @app.route("/api/v1/rooms/<name>/transcript", methods=["GET"])

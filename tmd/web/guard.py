@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -90,7 +90,7 @@ class Guard(WrappingFactory[GuardedConnection]):
     log = Logger()
     protocol = GuardedConnection
 
-    def __init__(self, wrapped: ServerFactory, clock: IReactorTime, max_connections: int,
+    def __init__(self, wrapped: IProtocolFactory, clock: IReactorTime, max_connections: int,
                  max_per_address: int, header_timeout: float,
                  trusted: TrustedProxies = NO_PROXIES) -> None:
         super().__init__(wrapped)

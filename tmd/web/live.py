@@ -25,7 +25,7 @@ from tmd.chat import Chat
 from tmd.errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable
 from tmd.follow import Follower
 from tmd.hub import Hub
-from tmd.limits import address_key
+from tmd.limits import NO_PROXIES, TrustedProxies
 from tmd.model import Event, Message, Room
 from tmd.origins import origin_allowed
 from tmd.wire import decode_object, encode, error_frame, message_frame, participant_json
@@ -57,7 +57,8 @@ class LiveProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: ConnectionRequest) -> None:
         assert self.transport is not None
-        self._address = address_key(self.transport.getPeer())
+        self._address = self.factory.trusted.key(self.transport.getPeer(),
+                                                 request.headers.get("x-forwarded-for"))
         # The path is /api/v1/rooms/{name}/live: the route matched it already.
         self._name = unquote(request.path.split("/")[4])
         params = request.params
@@ -197,11 +198,14 @@ class LiveFactory(WebSocketServerFactory):
     protocol = LiveProtocol  # type: ignore[assignment]
 
     def __init__(self, chat: Chat, hub: Hub, reactor: IReactorTime,
-                 origins: frozenset[str] = frozenset()) -> None:
+                 origins: frozenset[str] = frozenset(), trusted: TrustedProxies = NO_PROXIES,
+                 ) -> None:
         super().__init__(reactor=reactor)
         self.chat = chat
         self.hub = hub
         self.origins = origins
+        self.trusted = trusted
+        """Proxies whose X-Forwarded-For names the client, for rate limits."""
         """The origins whose pages may open sockets; none: the host itself only."""
         self.connections: set[LiveProtocol] = set()
         self.frames_sent = 0
