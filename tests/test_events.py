@@ -253,7 +253,8 @@ class BackPressureTests(SynchronousTestCase):
         self.hub = Hub(Clock())
         chat = Chat(store, self.hub, Clock(), in_thread_now)
         self.room, _ = self.successResultOf(chat.create_room({"name": "physics-101"}))
-        self.events = EventStreams(chat, self.hub, Clock())
+        self.cut_off: list[None] = []
+        self.events = EventStreams(chat, self.hub, Clock(), lambda: self.cut_off.append(None))
         site = Site(WebApp(chat, store, Resource(), Path(), Relay(store, Clock()),
                            events=self.events).app.resource())
         self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
@@ -275,6 +276,7 @@ class BackPressureTests(SynchronousTestCase):
         self.assertFalse(self.transport.disconnected)
         self.publish(MAX_UNSENT // 2)
         self.assertTrue(self.transport.disconnected)
+        self.assertEqual(len(self.cut_off), 1)  # counted as a slow consumer
         written = len(self.transport.value())
         self.publish(10)
         self.assertEqual(len(self.transport.value()), written)

@@ -64,7 +64,8 @@ class WebService(Service):
         metrics = metrics if metrics is not None else Metrics()
         self.live = LiveFactory(chat, hub, reactor, origins, connections.trusted)
         metrics.watch_websockets(self.live)
-        self.events = EventStreams(chat, hub, keep_alive_clock or reactor)
+        self.events = EventStreams(chat, hub, keep_alive_clock or reactor,
+                                   metrics.slow_consumer_dropped)
         app = WebApp(chat, store, WebSocketResource(self.live), static_dir(),
                      relay if relay is not None else Relay(store, reactor), plugins,
                      events=self.events, metrics=metrics if serve_metrics else None,

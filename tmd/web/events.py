@@ -12,7 +12,7 @@ off once L{MAX_UNSENT} bytes wait for it, and resumes when it reconnects.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -73,11 +73,14 @@ def sse_event(frame: bytes, event_id: int | None = None) -> bytes:
 class EventStreams:
     """The event streams of this daemon."""
 
-    def __init__(self, chat: Chat, hub: Hub, clock: IReactorTime) -> None:
+    def __init__(self, chat: Chat, hub: Hub, clock: IReactorTime,
+                 on_cut_off: Callable[[], object] = lambda: None) -> None:
         self.chat = chat
         self.hub = hub
         self.clock = clock
         """Times the keep-alive comments."""
+        self.on_cut_off = on_cut_off
+        """Called when a client too slow to read is dropped (the slow-consumer count)."""
         self.streams: set[EventStream] = set()
 
     def stream(self, request: Request) -> EventStream:
@@ -191,6 +194,7 @@ class EventStream:
     def _cut_off(self) -> None:
         """The client stopped reading: drop it, rather than buffer for it without end."""
         self._log.info("an event stream's client stopped reading: cut off")
+        self._streams.on_cut_off()
         self._open = False
         cast(ITCPTransport, self._request.transport).abortConnection()
 
