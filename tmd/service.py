@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 
 
@@ -62,3 +63,41 @@ class Lifecycle(Service):
         super().stopService()
         return maybeDeferred(self._stop)
 
+
+
+class Listener(Service):
+    """Listens on an endpoint with a factory from start to stop, and logs where."""
+
+    log = Logger()
+
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory,
+                 what: str) -> None:
+        self._endpoint = endpoint
+        self._factory = factory
+        self._what = what
+        self._port: IListeningPort | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port listened on (useful with C{tcp:0}), once started."""
+        return getattr(self._port.getHost(), "port", None) if self._port is not None else None
+
+    def startService(self) -> Deferred[None]:
+        super().startService()
+        return Deferred.fromCoroutine(self._listen())
+
+    async def _listen(self) -> None:
+        self._port = await self._endpoint.listen(self._factory)
+        address = self._port.getHost()
+        self.log.info("{what} on {type} {host}:{port}", what=self._what,
+                      type=getattr(address, "type", ""), host=getattr(address, "host", ""),
+                      port=getattr(address, "port", ""))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        """Stop listening; connections already open stay (subclasses close them)."""
+        if self._port is not None:
+            await maybeDeferred(self._port.stopListening)

@@ -9,16 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 
 from tmd.chat import Chat
 from tmd.hub import Hub
 from tmd.limits import ConnectionLimits
 from tmd.metrics import Metrics
 from tmd.relay import Relay
+from tmd.service import Listener
 from tmd.store import IStore
 from tmd.web.app import WebApp
 from tmd.web.events import EventStreams
@@ -44,13 +42,11 @@ def static_dir() -> Path:
     raise FileNotFoundError(f"The browser page is missing: looked in {candidates}.")
 
 
-class WebService(Service):
+class WebService(Listener):
     """
     Listens on an endpoint; at stop, refuses new connections, ends event streams and
     closes websockets with 1001.
     """
-
-    log = Logger()
 
     def __init__(self, endpoint: IStreamServerEndpoint, chat: Chat, store: IStore, hub: Hub,
                  reactor: IReactorTime, origins: frozenset[str] = frozenset(),
@@ -59,7 +55,6 @@ class WebService(Service):
                  keep_alive_clock: IReactorTime | None = None, metrics: Metrics | None = None,
                  serve_metrics: bool = True,
                  connections: ConnectionLimits = DEFAULT_CONNECTIONS) -> None:
-        self._endpoint = endpoint
         self._reactor = reactor
         metrics = metrics if metrics is not None else Metrics()
         self.live = LiveFactory(chat, hub, reactor, origins, connections.trusted)
@@ -73,29 +68,9 @@ class WebService(Service):
         self.site = MeasuredSite(app.app.resource(), metrics)
         self.guard = Guard(self.site, reactor, connections.total, connections.per_address,
                            connections.header_timeout, connections.trusted)
-        self._port: IListeningPort | None = None
-
-    @property
-    def port(self) -> int | None:
-        """The TCP port listened on (useful with C{tcp:0}), once started."""
-        return getattr(self._port.getHost(), "port", None) if self._port is not None else None
-
-    def startService(self) -> Deferred[None]:
-        super().startService()
-        return Deferred.fromCoroutine(self._listen())
-
-    async def _listen(self) -> None:
-        self._port = await self._endpoint.listen(self.guard)
-        address = self._port.getHost()
-        self.log.info("tmd listening on {type} {host}:{port}", type=getattr(address, "type", ""),
-                      host=getattr(address, "host", ""), port=getattr(address, "port", ""))
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return Deferred.fromCoroutine(self._stop())
+        super().__init__(endpoint, self.guard, "tmd listening")
 
     async def _stop(self) -> None:
-        if self._port is not None:
-            await maybeDeferred(self._port.stopListening)
+        await super()._stop()
         self.events.close_all()
         await self.live.close_all(self._reactor, CLOSE_TIMEOUT)

@@ -5,13 +5,11 @@ C{GET /metrics}: on the main port, or alone on an endpoint of its own
 
 from __future__ import annotations
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.web.iweb import IRequest
 
 from tmd.metrics import CONTENT_TYPE, Metrics
+from tmd.service import Listener
 from tmd.web.errors import add_error_handling
 from tmd.web.request import MeasuredSite, RoutedKlein
 
@@ -37,35 +35,9 @@ class MetricsApp:
         return metrics_page(request, self._metrics)
 
 
-class MetricsService(Service):
+class MetricsService(Listener):
     """Serves L{MetricsApp} on C{endpoint}."""
 
-    log = Logger()
-
     def __init__(self, endpoint: IStreamServerEndpoint, metrics: Metrics) -> None:
-        self._endpoint = endpoint
         self.site = MeasuredSite(MetricsApp(metrics).app.resource(), metrics)
-        self._port: IListeningPort | None = None
-
-    @property
-    def port(self) -> int | None:
-        """The TCP port listened on (useful with C{tcp:0}), once started."""
-        return getattr(self._port.getHost(), "port", None) if self._port is not None else None
-
-    def startService(self) -> Deferred[None]:
-        super().startService()
-        return Deferred.fromCoroutine(self._listen())
-
-    async def _listen(self) -> None:
-        self._port = await self._endpoint.listen(self.site)
-        address = self._port.getHost()
-        self.log.info("tmd metrics on {type} {host}:{port}", type=getattr(address, "type", ""),
-                      host=getattr(address, "host", ""), port=getattr(address, "port", ""))
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return Deferred.fromCoroutine(self._stop())
-
-    async def _stop(self) -> None:
-        if self._port is not None:
-            await maybeDeferred(self._port.stopListening)
+        super().__init__(endpoint, self.site, "tmd metrics")
