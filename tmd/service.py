@@ -86,12 +86,17 @@ class Listener(Service):
         super().startService()
         return Deferred.fromCoroutine(self._listen())
 
+    @property
+    def where(self) -> str:
+        """The address listened on, e.g. C{TCP 127.0.0.1:8080}, once started."""
+        address: Any = self._port.getHost() if self._port is not None else None
+        if hasattr(address, "port"):
+            return f"{address.type} {address.host}:{address.port}"
+        return str(address)
+
     async def _listen(self) -> None:
         self._port = await self._endpoint.listen(self._factory)
-        address = self._port.getHost()
-        self.log.info("{what} on {type} {host}:{port}", what=self._what,
-                      type=getattr(address, "type", ""), host=getattr(address, "host", ""),
-                      port=getattr(address, "port", ""))
+        self.log.info("{what} on {where}", what=self._what, where=self.where)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

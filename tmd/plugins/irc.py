@@ -39,12 +39,11 @@ from string import ascii_letters, digits
 from typing import Any, cast
 from urllib.parse import urlparse
 
-from twisted.application.service import IService, Service
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.application.service import IService
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IListeningPort,
     IPushProducer,
     IReactorTime,
     IStreamServerEndpoint,
@@ -108,6 +107,7 @@ from tmd.hub import Hub
 from tmd.interfaces import IPluginContext, ITmdPlugin
 from tmd.limits import address_key
 from tmd.model import Event, Message, Participant, Room, nickname_key
+from tmd.service import Listener
 from tmd.wire import timestamp
 
 MAX_LINE = 512
@@ -807,38 +807,22 @@ class IrcFactory(ServerFactory):
         self.connections: set[IrcProtocol] = set()
 
 
-class IrcService(Service):
+class IrcService(Listener):
     """Listens for IRC clients; at stop, refuses new ones and closes the others with ERROR."""
-
-    log = Logger()
 
     def __init__(self, endpoint: IStreamServerEndpoint, factory: IrcFactory,
                  context: IPluginContext) -> None:
-        self._endpoint = endpoint
+        super().__init__(endpoint, factory, "IRC gateway listening")
         self.factory = factory
         self._context = context
-        self._port: IListeningPort | None = None
-
-    def startService(self) -> Deferred[None]:
-        super().startService()
-        return Deferred.fromCoroutine(self._listen())
 
     async def _listen(self) -> None:
-        self._port = await self._endpoint.listen(self.factory)
+        await super()._listen()
         self.factory.created = timestamp(int(self.factory.clock.seconds() * 1000))
-        address: Any = self._port.getHost()
-        where = f"{address.type} {address.host}:{address.port}" if hasattr(
-            address, "port") else str(address)
-        self.log.info("IRC gateway listening on {where}", where=where)
-        self._context.set_status("running", f"listening on {where}")
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return Deferred.fromCoroutine(self._stop())
+        self._context.set_status("running", f"listening on {self.where}")
 
     async def _stop(self) -> None:
-        if self._port is not None:
-            await maybeDeferred(self._port.stopListening)
+        await super()._stop()
         for connection in list(self.factory.connections):
             connection.close("The server is shutting down")
 
