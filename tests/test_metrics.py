@@ -267,8 +267,22 @@ class PluginGaugeTests(SynchronousTestCase):
         metrics = Metrics()
         statuses = {"irc": {"state": "running", "detail": None},
                     "twitter": {"state": "backing off", "detail": "429, retry in 60 s"}}
-        metrics.watch_plugins(lambda: statuses)
+        metrics.watch_plugins(lambda: statuses, dict)
         samples = parse(metrics.exposition())
         self.assertEqual(value(samples, "tmd_plugin_up", plugin="irc", state="running"), 1)
         self.assertEqual(value(samples, "tmd_plugin_up", plugin="twitter", state="backing off"),
                          0)
+
+    def test_plugin_events(self) -> None:
+        """What each plugin counts, read at each scrape: a source's ingested posts, say."""
+        metrics = Metrics()
+        counts = {"twitter": {"ingested": 5, "capped": 2}, "irc": {}}
+        metrics.watch_plugins(dict, lambda: counts)
+        samples = parse(metrics.exposition())
+        self.assertEqual(value(samples, "tmd_plugin_events_total", plugin="twitter",
+                               event="ingested"), 5)
+        self.assertEqual(value(samples, "tmd_plugin_events_total", plugin="twitter",
+                               event="capped"), 2)
+        counts["twitter"]["ingested"] = 7
+        self.assertEqual(value(parse(metrics.exposition()), "tmd_plugin_events_total",
+                               plugin="twitter", event="ingested"), 7)

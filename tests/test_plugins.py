@@ -15,6 +15,7 @@ from tmd.hub import Hub
 from tmd.pluginhost import (
     Enabled,
     Installed,
+    PluginContext,
     PluginHost,
     describe,
     enabled,
@@ -137,6 +138,7 @@ class HostTests(PluginsOnPath):
         self.assertEqual(len(self.bodies()), 2)
         self.assertEqual(host.statuses(), {"announce": {
             "state": "running", "detail": "2 announcements posted"}})
+        self.assertEqual(host.counts(), {"announce": {"posted": 2}})
         self.successResultOf(host.stopService())
         self.clock.advance(600)
         self.assertEqual(len(self.bodies()), 2)
@@ -174,6 +176,20 @@ class HostTests(PluginsOnPath):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.host([], problems=("a plugin module could not be loaded (x.py:1): boom",))
         self.assertTrue(any(e.get("problem", "").endswith("boom") for e in events))
+
+    def test_bad_count_names(self) -> None:
+        """A count whose name could not be a label, or whose total is no integer, is left out."""
+        context = PluginContext(self.chat, self.hub, self.store, Config(), self.clock)
+        self.assertEqual(context.counts(), {})
+        context.report_counts(lambda: {"posted": 3, "Bad Name": 1, "later": 0.5})
+        events: list[dict[str, Any]] = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.assertEqual(context.counts(), {"posted": 3})
+        self.assertEqual(context.counts(), {"posted": 3})
+        self.assertEqual(sorted(e["name"] for e in events if "name" in e), ["Bad Name", "later"])
 
     def test_enabled_missing(self) -> None:
         """An Enabled without a plugin fails with the reason given."""

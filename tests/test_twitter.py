@@ -245,6 +245,8 @@ class StreamTests(TwitterTestCase):
         self.assertEqual([(await into_busy.next()).body for _ in range(2)], ["post 1", "post 2"])
         self.assertEqual(len(into_busy.queue.pending), 0)
         await eventually(lambda: (source.ingested, source.capped) == (3, 1))
+        self.assertEqual(self.context.counts(),  # what /metrics shows
+                         {"ingested": 3, "capped": 1, "refused": 0, "reconnects": 0})
         reopened = self.fake.next_stream()
         self.clock.advance(3600)  # silent for an hour: the stream stalled ...
         self.clock.advance(0.25)  # ... and is made again
@@ -273,7 +275,7 @@ class StreamTests(TwitterTestCase):
         self.assertEqual(self.context.state, "backing off")
         self.clock.advance(0.25)
         await reopened
-        self.assertEqual(source.reconnects, 1)
+        self.assertEqual((source.reconnects, self.context.counts()["reconnects"]), (1, 1))
 
     async def test_cut(self) -> None:
         """A stream cut mid-way is reconnected after a network back-off; posts flow again."""

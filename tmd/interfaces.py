@@ -9,6 +9,8 @@ their own C{tmd/plugins/} directory. docs/plugins.md shows a whole example.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from zope.interface import Attribute, Interface
 
 
@@ -28,6 +30,14 @@ class IPluginContext(Interface):
         Say how the plugin is doing (for example C{"connected"}, or C{"backing off"}
         with why); C{/healthz} shows it. The daemon sets C{"running"} once the plugin's
         service has started and C{"failed"} if it could not start.
+        """
+
+    def report_counts(read: Callable[[], Mapping[str, int]]) -> None:
+        """
+        Have C{/metrics} call C{read()} at each scrape: it returns the plugin's running
+        totals by name (for a source, say, C{{"ingested": 12, "capped": 3}}), shown as
+        C{tmd_plugin_events_total{plugin="NAME", event="ingested"}}. Names are a small,
+        fixed set of snake_case words; the totals only ever grow.
         """
 
 

@@ -170,8 +170,11 @@ class Metrics:
         self.read_at_scrape(read)
 
     def watch_plugins(self, statuses: Callable[[], Mapping[str, Mapping[str, str | None]]],
-                      ) -> None:
-        """Read whether each enabled plugin is up (running or connected) from C{statuses}."""
+                      counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        """
+        Read whether each enabled plugin is up (running or connected) from C{statuses},
+        and the totals each reports (a source's posts ingested, say) from C{counts}.
+        """
         def read() -> Iterable[Metric]:
             up = GaugeMetricFamily(
                 "tmd_plugin_up", "1 if the plugin runs (and its source is connected), else 0;"
@@ -179,7 +182,14 @@ class Metrics:
             for name, status in statuses().items():
                 state = status["state"] or ""
                 up.add_metric([name, state], 1 if state in PLUGIN_UP_STATES else 0)
-            return [up]
+            events = CounterMetricFamily(
+                "tmd_plugin_events", "What each plugin counts, by name: a social source's"
+                " posts ingested, capped (its room at the hourly cap), refused by the chat,"
+                " and its reconnects.", labels=["plugin", "event"])
+            for name, totals in counts().items():
+                for event, total in totals.items():
+                    events.add_metric([name, event], total)
+            return [up, events]
 
         self.read_at_scrape(read)
 

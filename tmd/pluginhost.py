@@ -11,11 +11,12 @@ reported, shown as failed in C{/healthz}, and the rest of the daemon runs on.
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from attrs import define, frozen
+from attrs import define, field, frozen
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
@@ -32,6 +33,9 @@ from tmd.interfaces import IPluginContext, ITmdPlugin
 from tmd.store import IStore
 
 log = Logger()
+
+COUNT_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+"""A name a plugin may report a count by: it becomes a label value in /metrics."""
 
 
 @frozen
@@ -154,10 +158,29 @@ class PluginContext:
     reactor: Any
     state: str = "starting"
     detail: str | None = None
+    _read_counts: Callable[[], Mapping[str, int]] | None = None
+    _bad_names: set[str] = field(factory=set)
 
     def set_status(self, state: str, detail: str | None = None) -> None:
         self.state = state
         self.detail = detail
+
+    def report_counts(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self._read_counts = read
+
+    def counts(self) -> dict[str, int]:
+        """The plugin's totals as reported; a name that is no snake_case word is left out."""
+        if self._read_counts is None:
+            return {}
+        counts = {}
+        for name, total in self._read_counts().items():
+            if COUNT_NAME.fullmatch(name) and isinstance(total, int):
+                counts[name] = total
+            elif name not in self._bad_names:
+                self._bad_names.add(name)
+                log.warn("a plugin reported the count {name!r}, which is not a snake_case"
+                         " name with an integer total: left out of /metrics", name=name)
+        return counts
 
 
 class PluginHost(Service):
@@ -215,6 +238,10 @@ class PluginHost(Service):
             except Exception:
                 log.failure("plugin {plugin} failed to stop", plugin=name)
             self.contexts[name].set_status("stopped")
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Each enabled plugin's reported totals, for C{/metrics}."""
+        return {name: context.counts() for name, context in self.contexts.items()}
 
     def statuses(self) -> dict[str, dict[str, str | None]]:
         """Each enabled plugin's state, for C{/healthz}."""

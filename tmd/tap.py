@@ -211,7 +211,7 @@ def build(config: Config, reactor: Any, plugins: Iterable[Enabled] = (),
     Lifecycle("relay", relay.start,
               partial(relay.stop, config.shutdown_timeout)).setServiceParent(root)
     host = PluginHost(chat, hub, measured, config, reactor, plugins, problems)
-    metrics.watch_plugins(host.statuses)
+    metrics.watch_plugins(host.statuses, host.counts)
     reaper = Reaper(chat, reactor, config.purge_after)
     Lifecycle("reaper", reaper.start, reaper.stop).setServiceParent(root)
     web = WebService(serverFromString(reactor, config.listen), chat, measured, hub, reactor,

@@ -62,4 +62,6 @@ class TwitterDaemonTests(TestCase):
               "url": "https://x.com/ada/status/1460323737035677698"}))
         code, health = await http.call("GET", "/healthz")
         self.assertEqual((code, health["plugins"]["twitter"]["state"]), (200, "connected"))
+        code, metrics = await http.call("GET", "/metrics")
+        self.assertIn(b'tmd_plugin_events_total{event="ingested",plugin="twitter"} 1.0', metrics)
         self.assertNotIn("the-token", daemon.output)

@@ -138,6 +138,9 @@ class MastodonSource(Service):
         """Posts left out because their room was at its cap."""
         self.retracted = 0
         """Messages deleted because their post was deleted."""
+        self._ended_reconnects = 0
+        """The reconnects of streams no longer followed."""
+        context.report_counts(self.counts)
 
     @property
     def polling(self) -> bool:
@@ -145,7 +148,12 @@ class MastodonSource(Service):
 
     @property
     def reconnects(self) -> int:
-        return sum(stream.reconnects for stream in self.streams.values())
+        return self._ended_reconnects + sum(s.reconnects for s in self.streams.values())
+
+    def counts(self) -> dict[str, int]:
+        """The totals /metrics shows for this source."""
+        return {"ingested": self.ingested, "capped": self.capped,
+                "retracted": self.retracted, "reconnects": self.reconnects}
 
     def startService(self) -> None:
         super().startService()
@@ -189,7 +197,9 @@ class MastodonSource(Service):
         if not self.running:
             return
         for tag in set(self.streams) - set(by_tag):
-            self.streams.pop(tag).stop()
+            stream = self.streams.pop(tag)
+            self._ended_reconnects += stream.reconnects
+            stream.stop()
             self._states.pop(tag, None)
             self._newest.pop(tag, None)
         for tag in set(by_tag) - set(self.streams):

@@ -119,10 +119,16 @@ class TwitterSource(Service):
         """Posts left out because their room was at its cap."""
         self.refused = 0
         """Posts the chat refused (the room closed or paused since, say)."""
+        context.report_counts(self.counts)
 
     @property
     def reconnects(self) -> int:
         return self.stream.reconnects
+
+    def counts(self) -> dict[str, int]:
+        """The totals /metrics shows for this source: each ingested post costs money."""
+        return {"ingested": self.ingested, "capped": self.capped, "refused": self.refused,
+                "reconnects": self.reconnects}
 
     def startService(self) -> None:
         super().startService()
