@@ -46,11 +46,21 @@ class OptionsTests(SynchronousTestCase):
         self.patch(os, "environ", {})
         self.assertEqual(options("--instance-url", "https://m.example").access_token, "")
 
+    def test_streaming_url(self) -> None:
+        """Streaming is from the instance unless another URL is given; wss:// means https://."""
+        self.assertEqual(options("--instance-url", "https://m.example")["streaming-url"],
+                         "https://m.example")
+        self.assertEqual(options("--instance-url", "https://m.example", "--streaming-url",
+                                 "wss://streaming.m.example/")["streaming-url"],
+                         "https://streaming.m.example")
+
     def test_refused(self) -> None:
         """No instance, or polling faster than every 15 s, stop the daemon at start."""
         for argv, why in [((), "instance_url"),
                           (("--instance-url", "https://m.example", "--poll-interval", "5"),
-                           "15 seconds or more")]:
+                           "15 seconds or more"),
+                          (("--instance-url", "https://m.example", "--streaming-url",
+                            "ftp://m.example"), "streaming_url")]:
             self.assertIn(why, str(self.assertRaises(usage.UsageError, options, *argv)))
 
     def test_plugin(self) -> None:
@@ -153,6 +163,16 @@ class StreamingTests(MastodonTestCase):
         self.assertEqual([m.body for m in page], ["local"])
         self.assertEqual(self.context.counts(),  # what /metrics shows
                          {"ingested": 2, "capped": 0, "retracted": 1, "reconnects": 0})
+
+    async def test_streaming_elsewhere(self) -> None:
+        """With a streaming URL of its own, the instance is not asked for the stream."""
+        room, _ = await self.create("physics-101", "#phys101")
+        messages = Messages(self.hub, room)
+        opened = self.fake.next_stream()
+        self.source("--access-token-file", self.with_token(),
+                    "--instance-url", "http://127.0.0.1:9", "--streaming-url", self.url)
+        (await opened).update(status("110", "<p>from the streaming host</p>"))
+        self.assertEqual((await messages.next()).body, "from the streaming host")
 
     async def test_rooms_followed(self) -> None:
         """A hashtag is streamed while an open room has it; two rooms share one stream."""

@@ -41,6 +41,9 @@ WORST_FIRST = ("stopped", "backing off", "connecting", "polling", "connected")
 class MastodonOptions(usage.Options):
     optParameters = [
         ["instance-url", None, None, "The instance's base URL, e.g. https://mastodon.social."],
+        ["streaming-url", None, None,
+         "The streaming API's base URL where it is not the instance's (the instance's"
+         " /api/v2/instance names it: configuration.urls.streaming); wss:// is read as https://."],
         ["access-token-file", None, None,
          "A file holding a user access token with read:statuses (else env"
          " TMD_MASTODON_ACCESS_TOKEN); without one, tmd polls the public timelines."],
@@ -58,6 +61,11 @@ class MastodonOptions(usage.Options):
         if not url.startswith(("https://", "http://")):
             raise usage.UsageError("[mastodon] needs instance_url, an http(s) URL.")
         self["instance-url"] = url
+        scheme, _, rest = str(self["streaming-url"] or url).rstrip("/").partition("://")
+        scheme = {"wss": "https", "ws": "http"}.get(scheme, scheme)
+        if scheme not in ("https", "http") or not rest:
+            raise usage.UsageError("[mastodon] streaming_url is an http(s) or ws(s) URL.")
+        self["streaming-url"] = f"{scheme}://{rest}"
         if self["poll-interval"] < MIN_POLL:
             raise usage.UsageError(f"--poll-interval is {MIN_POLL:g} seconds or more.")
         if self["max-posts-per-room"] < 0 or self["sync-interval"] <= 0:
@@ -235,7 +243,7 @@ class MastodonSource(Service):
 
     def _listen(self, tag: str) -> Deferred[Any]:
         assert self._http is not None
-        return self._http.get(self.options["instance-url"] + "/api/v1/streaming/hashtag",
+        return self._http.get(self.options["streaming-url"] + "/api/v1/streaming/hashtag",
                               params={"tag": tag}, unbuffered=True, headers=Headers({
                                   "Authorization": [f"Bearer {self.options.access_token}"],
                                   "Accept": ["text/event-stream"]}))
