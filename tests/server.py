@@ -61,14 +61,16 @@ async def start_server(test: TestCase, store: IStore | None = None,
                        clock: IReactorTime | None = None,
                        limiter: RateLimiter | None = None,
                        relay: Relay | None = None, serve_metrics: bool = True,
-                       connections: ConnectionLimits = DEFAULT_CONNECTIONS) -> Server:
+                       connections: ConnectionLimits = DEFAULT_CONNECTIONS,
+                       public_url: str | None = None) -> Server:
     """
     Start the web service on a free port; it stops when the test ends. The store is
     a new SQLite file, or C{store} (open); on PostgreSQL, with the Bus. The chat core
     reads the time from C{clock} (default: the reactor). No rate limits, unless C{limiter};
     no webhooks or reflektor, unless C{relay}. Metrics are recorded (the store's calls
     through L{MeasuredStore}) and served at /metrics, unless not C{serve_metrics}. The
-    port has the default C{connections} limits, and believes no proxy, unless told.
+    port has the default C{connections} limits, and believes no proxy, unless told. Links
+    are built from the request's host, unless C{public_url}.
     """
     if store is None:
         store = open_store(test)
@@ -86,7 +88,8 @@ async def start_server(test: TestCase, store: IStore | None = None,
                 limiter, relay, metrics)
     web = WebService(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), chat, measured, hub,
                      reactor, relay=relay, keep_alive_clock=hub_clock, metrics=metrics,
-                     serve_metrics=serve_metrics, connections=connections)
+                     serve_metrics=serve_metrics, connections=connections,
+                     public_url=public_url)
     await web.startService()
     test.addCleanup(web.stopService)
     assert web.port is not None

@@ -32,6 +32,7 @@ EXPECTED = {
     ("delete", "/api/v1/rooms/{name}/participants/{id}/mute"): {"204", "401", "403", "404",
                                                                 "503"},
     ("get", "/api/v1/rooms/{name}/transcript"): {"200", "400", "401", "404", "503"},
+    ("get", "/api/v1/rooms/{name}/qr.svg"): {"200", "304", "400", "404", "503"},
     ("get", "/api/v1/rooms/{name}/live"): {"101"},
     ("get", "/api/v1/rooms/{name}/events"): {"200", "400", "401", "404", "503"},
     **{(method, "/replay/{path}"): {"202", "401", "404", "405", "413", "503"}
@@ -41,6 +42,7 @@ EXPECTED = {
     ("get", "/api/v1/openapi.json"): {"200"},
     ("get", "/"): {"200"},
     ("get", "/{name}"): {"200"},
+    ("get", "/{name}/present"): {"200"},
 }
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -217,7 +217,7 @@ def build(config: Config, reactor: Any, plugins: Iterable[Enabled] = (),
     web = WebService(serverFromString(reactor, config.listen), chat, measured, hub, reactor,
                      live_origins(config), relay, host.statuses, metrics=metrics,
                      serve_metrics=config.metrics_listen is None,
-                     connections=config.connections)
+                     connections=config.connections, public_url=config.public_url)
     web.setName("web")
     web.setServiceParent(root)
     if config.metrics_listen is not None:

@@ -54,7 +54,8 @@ class WebService(Listener):
                  plugins: Callable[[], Mapping[str, Any]] = dict,
                  keep_alive_clock: IReactorTime | None = None, metrics: Metrics | None = None,
                  serve_metrics: bool = True,
-                 connections: ConnectionLimits = DEFAULT_CONNECTIONS) -> None:
+                 connections: ConnectionLimits = DEFAULT_CONNECTIONS,
+                 public_url: str | None = None) -> None:
         self._reactor = reactor
         metrics = metrics if metrics is not None else Metrics()
         self.live = LiveFactory(chat, hub, reactor, origins, connections.trusted)
@@ -64,7 +65,7 @@ class WebService(Listener):
         app = WebApp(chat, store, WebSocketResource(self.live), static_dir(),
                      relay if relay is not None else Relay(store, reactor), plugins,
                      events=self.events, metrics=metrics if serve_metrics else None,
-                     trusted=connections.trusted)
+                     trusted=connections.trusted, public_url=public_url)
         self.site = MeasuredSite(app.app.resource(), metrics)
         self.guard = Guard(self.site, reactor, connections.total, connections.per_address,
                            connections.header_timeout, connections.trusted)

@@ -37,6 +37,7 @@ from tmd.web.errors import add_error_handling, json_response
 from tmd.web.events import EventStreams, query_token, resume_point
 from tmd.web.metrics import metrics_page
 from tmd.web.openapi import openapi_document
+from tmd.web.present import join_url, qr_response
 from tmd.web.request import RoutedKlein
 from tmd.wire import (
     decode_object,
@@ -125,8 +126,9 @@ class WebApp:
     def __init__(self, chat: Chat, store: IStore, live: IResource, static_dir: Path,
                  relay: Relay, plugins: Callable[[], Mapping[str, Any]] = dict, *,
                  events: EventStreams, metrics: Metrics | None = None,
-                 trusted: TrustedProxies = NO_PROXIES) -> None:
+                 trusted: TrustedProxies = NO_PROXIES, public_url: str | None = None) -> None:
         self._chat = chat
+        self._public_url = public_url
         self._trusted = trusted
         self._metrics = metrics
         """None: /metrics is served elsewhere (--metrics-listen), or not at all."""
@@ -214,6 +216,13 @@ class WebApp:
             raise Unauthorized("Join the room to post: send your participant token.")
         message = await self._chat.post(name, token, json_body(request), self._client(request))
         return json_response(request, 201, message_json(message))
+
+    @app.route("/api/v1/rooms/<name>/qr.svg", methods=["GET"])
+    async def qr_code(self, request: IRequest, name: str) -> bytes:
+        """The room's join link as a QR code, for the projector view."""
+        room = await self._chat.room(name)
+        url = join_url(request, self._public_url, room.name)
+        return qr_response(request, url, varies_by_host=not self._public_url)
 
     @app.route("/api/v1/rooms/<name>/transcript", methods=["GET"])
     async def transcript(self, request: Request, name: str) -> None:
@@ -305,3 +314,12 @@ class WebApp:
         except ApiError:
             return self._page(request, "room.html", MissingRoomPage)
         return self._page(request, "room.html")
+
+    @app.route("/<name>/present", methods=["GET"])
+    def present_page(self, request: IRequest, name: str) -> IResource:
+        """The projector view of a room; for a name no room can have, as a 404 (it says so)."""
+        try:
+            room_name(name)
+        except ApiError:
+            return self._page(request, "present.html", MissingRoomPage)
+        return self._page(request, "present.html")

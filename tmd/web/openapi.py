@@ -518,6 +518,19 @@ def _paths() -> JSON:
             parameters=[_query("format", "The file format.", {
                 "type": "string", "enum": ["txt", "json", "csv", "html"], "default": "txt"})],
             security=read_auth)},
+        "/api/v1/rooms/{name}/qr.svg": {"parameters": room, "get": _operation(
+            "roomQrCode", "pages", "The room's QR code",
+            "The room's join link (`--public-url` followed by `/NAME`; without"
+            " `--public-url`, built from the request's scheme and `Host`) as a QR code in"
+            " SVG, black on white, sized by its `viewBox`; its `<title>` is `Join at URL`."
+            " Cacheable for an hour; answers 304 to a matching `If-None-Match`.",
+            {"200": {"description": "The QR code.",
+                     "headers": {
+                         "Cache-Control": {"schema": {"type": "string"}},
+                         "ETag": {"schema": {"type": "string"}}},
+                     "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+             "304": {"description": "Not modified: the client's copy is current."}},
+            errors={400: ("bad_request",), 404: ("not_found",)})},
         "/api/v1/rooms/{name}/live": {"parameters": room, "get": _operation(
             "live", "live", "Live view (websocket)", _LIVE,
             {"101": {"description": "Switching Protocols: the websocket is open and the"
@@ -602,6 +615,11 @@ def _paths() -> JSON:
         "/{name}": {"parameters": room, "get": _operation(
             "roomPage", "pages", "Browser page: a room",
             "The browser page to join and chat in room `name`.", {"200": _html()})},
+        "/{name}/present": {"parameters": room, "get": _operation(
+            "presentPage", "pages", "Browser page: the projector view",
+            "A read-only view of room `name` for a projector: large type, the newest"
+            " messages or the top questions, the pinned question, the join link and its"
+            " QR code.", {"200": _html()})},
     }
 
 
