@@ -19,10 +19,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from tmd.errors import NameTaken, NotFound
+from tmd.errors import NameTaken, NotFound, Unavailable
 from tmd.model import (
     Delivery,
     Message,
@@ -44,6 +45,10 @@ _ROOM_COLUMNS = (
 )
 _MESSAGE_COLUMNS = "seq, kind, author, body, created_at, source, participant_id"
 _DELIVERY_COLUMNS = "id, destination, created_at, method, path, content_type, event, body"
+FULL_RETRY_AFTER = 30
+"""Seconds a client is told to wait when the disk is full: freeing space takes a person."""
+FULL_LOG_EVERY = 1000
+"""While the disk is full, one warning for the first refused write and each this many after."""
 
 
 class Pool(Protocol):
@@ -88,13 +93,33 @@ class SQLiteStore:
         self._reactor = reactor
         self._pool: Pool = pool if pool is not None else ThreadPool(1, 1, "tmd-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._refused_full = 0
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
         def in_thread() -> T:
             assert self._db is not None, "the store is not open"
             return work(self._db)
 
-        return deferToThreadPool(self._reactor, self._pool, in_thread)  # type: ignore[arg-type]
+        d = deferToThreadPool(self._reactor, self._pool, in_thread)  # type: ignore[arg-type]
+        return d.addErrback(self._disk_full)
+
+    def _disk_full(self, failure: Failure) -> Failure:
+        """
+        A write refused for want of space (SQLite rolled it back) is a 503 that says
+        why: reads go on, and writes work again by themselves once there is room.
+        """
+        error = failure.value
+        if not (isinstance(error, sqlite3.OperationalError)
+                and error.sqlite_errorcode == sqlite3.SQLITE_FULL):
+            return failure
+        if self._refused_full % FULL_LOG_EVERY == 0:
+            self.log.warn("the database's disk is full ({path}): {count} writes refused so far;"
+                          " free some space and writing resumes by itself",
+                          path=self._path, count=self._refused_full + 1)
+        self._refused_full += 1
+        return Failure(Unavailable(
+            "The server's disk is full: nothing can be written until space is freed. Reading"
+            " still works.", retry_after=FULL_RETRY_AFTER))
 
     def open(self) -> Deferred[None]:
         self._pool.start()
@@ -392,6 +417,7 @@ def _transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iter
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # some errors (SQLITE_FULL) roll back by themselves
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
