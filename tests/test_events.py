@@ -21,10 +21,11 @@ from tests.test_live import post_many
 from tests.test_web import with_server
 from tmd.chat import Chat
 from tmd.hub import PRESENCE_INTERVAL, Hub
+from tmd.limits import DEFAULT_MAX_SEND_BUFFER as MAX_UNSENT
 from tmd.model import Event
 from tmd.relay import Relay
 from tmd.web.app import WebApp
-from tmd.web.events import KEEP_ALIVE, MAX_UNSENT, EventStreams
+from tmd.web.events import KEEP_ALIVE, EventStreams
 from tmd.wire import presence_frame
 
 ROOM = "/api/v1/rooms/physics-101"

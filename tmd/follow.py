@@ -10,8 +10,10 @@ the events arrive in.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
 
 from tmd.chat import Chat
 from tmd.model import Event, Message, Room
@@ -36,11 +38,18 @@ class Client(Protocol):
         """Run C{work} (a catch-up) and deal with its failure."""
 
 
+def _always_ready() -> None:
+    return None
+
+
 class Follower:
-    def __init__(self, chat: Chat, room: Room, since: int, client: Client) -> None:
+    def __init__(self, chat: Chat, room: Room, since: int, client: Client,
+                 ready: Callable[[], Deferred[None] | None] = _always_ready) -> None:
         self._chat = chat
         self._room = room
         self._client = client
+        self._ready = ready
+        """None if the client takes more now, else a Deferred firing once it does."""
         self.last_seq = since
         """The highest seq sent."""
         self._catching_up = True
@@ -53,6 +62,9 @@ class Follower:
             while self._client.can_send():
                 messages, last_seq = await self._chat.messages(self._room, self.last_seq, PAGE)
                 for message in messages:
+                    waiting = self._ready()
+                    if waiting is not None:  # its buffer is full: go at the client's pace
+                        await waiting
                     if self._client.can_send():
                         self._client.send_message(message)
                         self.last_seq = message.seq

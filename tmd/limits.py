@@ -81,7 +81,8 @@ class Bucket:
         """Spend one token of C{key}'s bucket, or raise L{RateLimited} saying when to retry."""
         now = self._clock.seconds()
         tokens, then = self._buckets.pop(key, (self._rate.count, now))
-        tokens = min(self._rate.count, tokens + (now - then) * self._refill)
+        # A wall clock stepped back must not drain the bucket: count no time as having passed.
+        tokens = min(self._rate.count, tokens + max(0.0, now - then) * self._refill)
         if tokens >= 1:
             self._buckets[key] = (tokens - 1, now)
             self._forget_full(now)
@@ -168,17 +169,22 @@ class TrustedProxies:
 
 
 NO_PROXIES = TrustedProxies()
+DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
 
 
 @frozen
 class ConnectionLimits:
-    """How many connections the web port holds, and how long a request's headers may take."""
+    """How many connections the web port holds, how long they may be silent, how much waits."""
 
     total: int = 20_000
     per_address: int = 1_000
     """From one client address (IPv6: one /64); trusted proxies count in the total only."""
     header_timeout: int = 10
     """Seconds a new connection has to send its first request's headers (slowloris)."""
+    idle_timeout: int = 60
+    """Seconds an HTTP connection may stay open without a request (keep-alive)."""
+    max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER
+    """Bytes that may wait for a live client that does not read (websocket, event stream)."""
     trusted: TrustedProxies = NO_PROXIES
 
 

@@ -58,15 +58,18 @@ class WebService(Listener):
                  public_url: str | None = None) -> None:
         self._reactor = reactor
         metrics = metrics if metrics is not None else Metrics()
-        self.live = LiveFactory(chat, hub, reactor, origins, connections.trusted)
+        self.live = LiveFactory(chat, hub, reactor, origins, connections.trusted,
+                                connections.max_send_buffer, metrics.slow_consumer_dropped)
         metrics.watch_websockets(self.live)
         self.events = EventStreams(chat, hub, keep_alive_clock or reactor,
-                                   metrics.slow_consumer_dropped)
+                                   metrics.slow_consumer_dropped, connections.max_send_buffer)
         app = WebApp(chat, store, WebSocketResource(self.live), static_dir(),
                      relay if relay is not None else Relay(store, reactor), plugins,
                      events=self.events, metrics=metrics if serve_metrics else None,
                      trusted=connections.trusted, public_url=public_url)
         self.site = MeasuredSite(app.app.resource(), metrics)
+        self.site.timeOut = connections.idle_timeout  # between requests (keep-alive)
+        self.site.reactor = reactor  # times it
         self.guard = Guard(self.site, reactor, connections.total, connections.per_address,
                            connections.header_timeout, connections.trusted)
         super().__init__(endpoint, self.guard, "tmd listening")

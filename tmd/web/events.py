@@ -7,7 +7,8 @@ stream starts after), so a client that reconnects with C{Last-Event-ID}, as
 C{EventSource} does by itself, or with C{?since=} misses nothing. Each stream
 follows its room with a L{Follower}. A comment line every L{KEEP_ALIVE} seconds
 keeps proxies from cutting a quiet stream; a client that stops reading is cut
-off once L{MAX_UNSENT} bytes wait for it, and resumes when it reconnects.
+off once more than C{max_send_buffer} bytes wait for it (L{SendBuffer}), and
+resumes when it reconnects.
 """
 
 from __future__ import annotations
@@ -16,26 +17,24 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
-from zope.interface import implementer
 
 from tmd.chat import Chat
 from tmd.errors import BadRequest, Unavailable
 from tmd.follow import Follower
 from tmd.hub import Hub
+from tmd.limits import DEFAULT_MAX_SEND_BUFFER
 from tmd.model import Event, Message, Participant, Room
+from tmd.web.backpressure import SendBuffer
 from tmd.web.live import BACKLOG
 from tmd.wire import encode, message_frame, participant_json
 
 KEEP_ALIVE = 20.0
 """Seconds between keep-alive comments; proxies commonly cut a silent response at 60 s."""
-
-MAX_UNSENT = 1024 * 1024
-"""Bytes written while the client's buffer is full past which the stream is cut off."""
 
 MAX_SEQ = 2**62
 
@@ -74,13 +73,16 @@ class EventStreams:
     """The event streams of this daemon."""
 
     def __init__(self, chat: Chat, hub: Hub, clock: IReactorTime,
-                 on_cut_off: Callable[[], object] = lambda: None) -> None:
+                 on_cut_off: Callable[[], object] = lambda: None,
+                 max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER) -> None:
         self.chat = chat
         self.hub = hub
         self.clock = clock
         """Times the keep-alive comments."""
         self.on_cut_off = on_cut_off
         """Called when a client too slow to read is dropped (the slow-consumer count)."""
+        self.max_send_buffer = max_send_buffer
+        """Bytes that may wait for a client that does not read, past its transport's own."""
         self.streams: set[EventStream] = set()
 
     def stream(self, request: Request) -> EventStream:
@@ -96,9 +98,8 @@ class EventStreams:
             stream.end()
 
 
-@implementer(IPushProducer)
 class EventStream:
-    """One client's stream of one room: the L{Follower}'s client and the response's producer."""
+    """One client's stream of one room: the L{Follower}'s client."""
 
     _log = Logger()
 
@@ -109,8 +110,7 @@ class EventStream:
         self._follower: Follower | None = None
         self._keep_alive: IDelayedCall | None = None
         self._open = True
-        self._paused = False
-        self._unsent = 0
+        self._buffer = SendBuffer(streams.max_send_buffer)
         self._ended: Deferred[None] = Deferred()
         request.notifyFinish().addBoth(self._finished)
 
@@ -125,10 +125,10 @@ class EventStream:
         request.setHeader(b"Content-Type", b"text/event-stream")
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Accel-Buffering", b"no")  # nginx: pass each event on at once
-        request.registerProducer(self, True)
+        request.registerProducer(self._buffer, True)
         start = max(0, room.last_seq - BACKLOG) if since is None else since
         self._room = room
-        self._follower = Follower(streams.chat, room, start, self)
+        self._follower = Follower(streams.chat, room, start, self, self._buffer.ready)
         streams.streams.add(self)
         streams.hub.subscribe(room.id, self._follower)
         self._write(sse_event(encode({
@@ -141,13 +141,13 @@ class EventStream:
 
     def end(self) -> None:
         """End the response: an C{EventSource} reconnects by itself and resumes."""
-        if self._open:
-            self._open = False
+        if self.can_send():
             self._request.unregisterProducer()
             self._request.finish()
+        self._open = False
 
     def can_send(self) -> bool:
-        return self._open
+        return self._open and not self._buffer.stopped  # stopped: the connection is going
 
     def send_message(self, message: Message) -> None:
         self._write(sse_event(message_frame(message), message.seq))
@@ -171,36 +171,26 @@ class EventStream:
 
         Deferred.fromCoroutine(work).addErrback(failed)
 
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._unsent = 0
-
-    def stopProducing(self) -> None:
-        self._open = False  # the connection is going: the request's finish notice cleans up
-
     def _write(self, data: bytes) -> None:
-        if not self._open:
+        if not self.can_send():
             return
-        if self._paused:
-            self._unsent += len(data)
-            if self._unsent > MAX_UNSENT:
-                self._cut_off()
-                return
+        if not self._buffer.take(len(data)):
+            self._cut_off()
+            return
         self._request.write(data)
 
     def _cut_off(self) -> None:
         """The client stopped reading: drop it, rather than buffer for it without end."""
-        self._log.info("an event stream's client stopped reading: cut off")
+        self._log.info("an event stream's client of room {room} stopped reading: cut off"
+                       " ({bytes} bytes waiting)", room=self._room.name if self._room else "",
+                       bytes=self._buffer.waiting_bytes)
         self._streams.on_cut_off()
         self._open = False
         cast(ITCPTransport, self._request.transport).abortConnection()
 
     def _send_keep_alive(self) -> None:
         self._write(b": keep-alive\n\n")
-        if self._open:
+        if self.can_send():
             self._keep_alive = self._streams.clock.callLater(KEEP_ALIVE, self._send_keep_alive)
 
     def _finished(self, _: object) -> None:

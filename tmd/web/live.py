@@ -3,13 +3,14 @@ The websocket live endpoint: welcome, backlog, live messages and posting.
 
 Each connection follows its room with a L{Follower} (every message once, in seq
 order, catching up from the store when behind). Live frames are prepared once per
-event for all connections of the factory.
+event for all connections of the factory. A client that stops reading is closed
+with 1013 once more than C{max_send_buffer} bytes wait for it (L{SendBuffer}).
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 from urllib.parse import unquote
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -17,7 +18,7 @@ from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -25,9 +26,10 @@ from tmd.chat import Chat
 from tmd.errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable
 from tmd.follow import Follower
 from tmd.hub import Hub
-from tmd.limits import NO_PROXIES, TrustedProxies
+from tmd.limits import DEFAULT_MAX_SEND_BUFFER, NO_PROXIES, TrustedProxies
 from tmd.model import Event, Message, Room
 from tmd.origins import origin_allowed
+from tmd.web.backpressure import SendBuffer
 from tmd.wire import decode_object, encode, error_frame, message_frame, participant_json
 
 MAX_FRAME = 64 * 1024
@@ -54,6 +56,13 @@ class LiveProtocol(WebSocketServerProtocol):
         self._token: str | None = None
         self._since: int | None = None
         self._refusal: ApiError | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._buffer = SendBuffer(self.factory.max_send_buffer)
+        transport = cast(IConsumer, self.transport)
+        transport.unregisterProducer()  # the HTTP channel's, from before the upgrade
+        transport.registerProducer(self._buffer, True)
 
     def onConnect(self, request: ConnectionRequest) -> None:
         assert self.transport is not None
@@ -92,7 +101,7 @@ class LiveProtocol(WebSocketServerProtocol):
             return
         self._room = room
         since = max(0, room.last_seq - BACKLOG) if self._since is None else self._since
-        self._follower = Follower(self.factory.chat, room, since, self)
+        self._follower = Follower(self.factory.chat, room, since, self, self._buffer.ready)
         self.factory.hub.subscribe(room.id, self._follower)
         self.sendMessage(encode({
             "type": "welcome", "room": self.factory.chat.room_json(room),
@@ -136,12 +145,28 @@ class LiveProtocol(WebSocketServerProtocol):
 
     # Every frame goes out through one of these two: count it there.
     def sendMessage(self, payload: bytes, *args: Any, **kwargs: Any) -> None:
-        super().sendMessage(payload, *args, **kwargs)
-        self.factory.frames_sent += 1
+        if self._fits(len(payload) + 10):  # 10: the longest frame header from a server
+            super().sendMessage(payload, *args, **kwargs)
+            self.factory.frames_sent += 1
 
     def sendPreparedMessage(self, preparedMsg: PreparedMessage) -> None:
-        super().sendPreparedMessage(preparedMsg)
-        self.factory.frames_sent += 1
+        if self._fits(len(preparedMsg.payloadHybi)):
+            super().sendPreparedMessage(preparedMsg)
+            self.factory.frames_sent += 1
+
+    def _fits(self, size: int) -> bool:
+        """
+        Whether a frame of C{size} bytes may wait for the client; if not, it stopped
+        reading: close with 1013, and drop it if it does not read the close in time.
+        """
+        if self._buffer.take(size):
+            return True
+        self._log.info("websocket client {address} of room {room} stopped reading: closing"
+                       " with 1013 ({bytes} bytes waiting)", address=self._address,
+                       room=self._name, bytes=self._buffer.waiting_bytes)
+        self.factory.on_slow_consumer()
+        self.close(CLOSE_TRY_AGAIN, "You fell too far behind: reconnect with since.")
+        return False
 
     def send_message(self, message: Message) -> None:
         self.sendMessage(message_frame(message))
@@ -199,7 +224,8 @@ class LiveFactory(WebSocketServerFactory):
 
     def __init__(self, chat: Chat, hub: Hub, reactor: IReactorTime,
                  origins: frozenset[str] = frozenset(), trusted: TrustedProxies = NO_PROXIES,
-                 ) -> None:
+                 max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
+                 on_slow_consumer: Callable[[], object] = lambda: None) -> None:
         super().__init__(reactor=reactor)
         self.chat = chat
         self.hub = hub
@@ -207,6 +233,10 @@ class LiveFactory(WebSocketServerFactory):
         self.trusted = trusted
         """Proxies whose X-Forwarded-For names the client, for rate limits."""
         """The origins whose pages may open sockets; none: the host itself only."""
+        self.max_send_buffer = max_send_buffer
+        """Bytes that may wait for a client that does not read, past its transport's own."""
+        self.on_slow_consumer = on_slow_consumer
+        """Called when a client is closed for not reading (the slow-consumer count)."""
         self.connections: set[LiveProtocol] = set()
         self.frames_sent = 0
         """Frames sent to clients so far (a plain count: the metrics read it when scraped)."""
