@@ -84,8 +84,18 @@ CONNECT_TIMEOUT = 15.0
 CONNECT_PARALLEL = 32
 """Websocket handshakes in flight at once (the daemon listens with Twisted's backlog of 50)."""
 WARMUP = 20
-SCENARIOS = ("floor", "latency", "throughput", "fanout", "ws", "cross", "replay")
-POSTGRES_SCENARIOS = ("latency", "throughput", "cross")
+SCENARIOS = ("floor", "latency", "paced", "throughput", "fanout", "ws", "cross", "replay",
+             "load")
+POSTGRES_SCENARIOS = ("latency", "paced", "throughput", "cross")
+LOADGEN_SCENARIOS = ("paced", "load")
+PACED_RATE = 200
+"""Posts per second of the paced (open-loop) HTTP post scenario."""
+LOAD_WINDOW = 32
+"""Posts not yet delivered to every subscriber at most, at fan-out saturation."""
+IDLE_PER_ROOM = 100
+"""Idle connections per room (tmd coalesces presence, so any size would do)."""
+IDLE_SETTLE = 2.0
+"""Seconds after the last idle connection opens before the server's RSS is read."""
 POSTGRES_ENVIRONMENT = "TMD_BENCH_POSTGRES"
 
 REPLAY_RATE = 200
@@ -114,15 +124,30 @@ class Sizes:
     replay_saturation_s: float  # seconds of /replay/ requests by `concurrency` closed loops
     replay_total: int  # requests timed until the downstream has them all
     deadline: float  # seconds for all scenarios of one engine together
+    paced_s: float  # seconds of HTTP posts at PACED_RATE, open loop (load generator)
+    load_fanout: int  # websocket subscribers of the one fan-out room
+    load_rates: tuple[int, ...]  # posts/s into that room, each for load_rate_s
+    load_rate_s: float
+    load_saturation_s: float  # seconds of posting as fast as LOAD_WINDOW allows
+    load_rooms: tuple[int, int]  # (rooms, subscribers of each) for the many-rooms scenario
+    load_rooms_rate: int  # posts/s over all those rooms
+    load_rooms_s: float
+    load_idle: int  # idle websocket connections
+    load_drain_s: float  # seconds the subscribers may take to get everything after posting
 
 
 QUICK = Sizes(floor_n=300, post_n=800, concurrency=8, throughput_m=1600,
               fanout=((200, 50),), ws_n=800, pg_post_n=300, pg_throughput_m=800, cross_n=200,
-              replay_paced_s=2, replay_saturation_s=2, replay_total=1000, deadline=90)
+              replay_paced_s=2, replay_saturation_s=2, replay_total=1000, deadline=150,
+              paced_s=2, load_fanout=200, load_rates=(20, 50, 100), load_rate_s=1,
+              load_saturation_s=1, load_rooms=(20, 10), load_rooms_rate=100, load_rooms_s=1,
+              load_idle=1000, load_drain_s=20)
 FULL = Sizes(floor_n=2000, post_n=5000, concurrency=8, throughput_m=10000,
              fanout=((200, 300), (1000, 200)), ws_n=5000, pg_post_n=2000, pg_throughput_m=5000,
              cross_n=2000, replay_paced_s=5, replay_saturation_s=5, replay_total=2000,
-             deadline=300)
+             deadline=1200, paced_s=10, load_fanout=1000, load_rates=(20, 50, 100),
+             load_rate_s=10, load_saturation_s=10, load_rooms=(200, 10), load_rooms_rate=400,
+             load_rooms_s=10, load_idle=10000, load_drain_s=120)
 
 
 class BenchError(Exception):
@@ -190,11 +215,22 @@ class _DaemonOutput(ProcessProtocol):
         self.ended.callback(None)
 
 
+def cpu_seconds_of(pid: int | None) -> float:
+    """User plus system CPU process C{pid} has used so far, all its threads."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Child:
     """A child process of this interpreter that says on which port it listens."""
 
     args: list[str]
     what = "the child"
+    executable = sys.executable
 
     def __init__(self, reactor: Any, directory: Path,
                  listening: re.Pattern[bytes] = LISTENING) -> None:
@@ -209,7 +245,7 @@ class Child:
         env["PYTHONUNBUFFERED"] = "1"
         started = time.perf_counter()
         self._process = self._reactor.spawnProcess(
-            self._output, sys.executable, self.args, env=env, path=str(self.directory))
+            self._output, self.executable, self.args, env=env, path=str(self.directory))
         self.port = await self._output.listening.addTimeout(START_TIMEOUT, self._reactor)
         self.start_seconds = time.perf_counter() - started
 
@@ -239,12 +275,7 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU the child has used so far, all its threads."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds_of(self.pid)
 
     def memory(self) -> dict[str, int]:
         """Resident and peak resident memory, in KiB."""
@@ -516,6 +547,149 @@ async def close_all(reactor: Any, factory: LiveClientFactory, clients: list[Live
                   "the websocket clients to close")
 
 
+# -- the load generator and the reference servers ---------------------------------------------
+
+REFERENCE_LISTENING = re.compile(rb"reference listening on TCP [0-9.]+:(\d+)")
+NODE = shutil.which("node")
+NPM = shutil.which("npm")
+
+
+def node_ready() -> str | None:
+    """
+    Why the Node load generator cannot run, or None once it can: C{npm ci} in bench/
+    installs C{ws} from package-lock.json when node_modules is missing or older.
+    """
+    if NODE is None or NPM is None:
+        return "Node.js (node and npm) is not installed: the load generator scenarios are skipped"
+    installed = HERE / "node_modules" / ".package-lock.json"
+    lock = HERE / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        progress("npm ci (bench/node_modules) ...")
+        done = subprocess.run([NPM, "ci", "--no-audit", "--no-fund"], cwd=HERE, timeout=300,
+                              capture_output=True, text=True)
+        progress(" done\n" if done.returncode == 0 else " failed\n")
+        if done.returncode != 0:
+            return f"npm ci failed in bench/: {done.stderr.strip()[-500:]}"
+    return None
+
+
+class _LoadGenOutput(ProcessProtocol):
+    def __init__(self) -> None:
+        self.replies: dict[int, Deferred[dict[str, Any]]] = {}
+        self.ready: Deferred[dict[str, Any]] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.errors: list[str] = []
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        for line in complete:
+            answer = json.loads(line)
+            if answer.get("ready"):
+                self.ready.callback(answer)
+            elif answer.get("id") in self.replies:
+                self.replies.pop(answer["id"]).callback(answer)
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors.append(data.decode("utf-8", "replace"))
+
+    def processEnded(self, reason: Failure) -> None:
+        gone = BenchError(f"the load generator ended: {reason.getErrorMessage()} "
+                          f"{''.join(self.errors)[-1000:]}")
+        if not self.ready.called:
+            self.ready.errback(gone)
+        for waiting in self.replies.values():
+            waiting.errback(gone)
+        self.replies.clear()
+        self.ended.callback(None)
+
+
+class LoadGen:
+    """C{node bench/loadgen.js}: websocket subscribers and paced HTTP posters, driven over stdio."""
+
+    def __init__(self, reactor: Any, directory: Path) -> None:
+        self._reactor = reactor
+        self._directory = directory
+        self._output = _LoadGenOutput()
+        self._process: Any = None
+        self._ids = 0
+        self.node = ""
+
+    async def start(self) -> None:
+        assert NODE is not None
+        self._process = self._reactor.spawnProcess(
+            self._output, NODE, [NODE, str(HERE / "loadgen.js")], env=dict(os.environ),
+            path=str(self._directory))
+        ready = await bounded(self._reactor, self._output.ready, START_TIMEOUT,
+                              "the load generator to start")
+        self.node = ready["node"]
+
+    async def command(self, command: str, seconds: float, **args: Any) -> dict[str, Any]:
+        """Run C{command} in the load generator; its answer, or a L{BenchError}."""
+        self._ids += 1
+        answer: Deferred[dict[str, Any]] = Deferred()
+        self._output.replies[self._ids] = answer
+        self._process.write(json.dumps({"id": self._ids, "command": command, **args}).encode()
+                            + b"\n")
+        result = await bounded(self._reactor, answer, seconds, f"the load generator's {command}")
+        if not result["ok"]:
+            raise BenchError(f"the load generator's {command} failed: {result['error']}")
+        return result
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds_of(getattr(self._process, "pid", None))
+
+    async def stop(self) -> None:
+        if self._process is not None and not self._output.ended.called:
+            self._process.closeStdin()
+            try:
+                await self._output.ended.addTimeout(STOP_TIMEOUT, self._reactor)
+            except Exception:
+                self._process.signalProcess("KILL")
+
+
+class Reference(Child):
+    """A reference broadcast server (bench/reference/): Autobahn's, or Node ws's."""
+
+    def __init__(self, reactor: Any, directory: Path, kind: str) -> None:
+        super().__init__(reactor, directory, REFERENCE_LISTENING)
+        self.kind = kind
+        if kind == "autobahn":
+            self.what = "the Autobahn reference server"
+            self.args = [sys.executable, str(HERE / "reference" / "autobahn_server.py")]
+        else:
+            assert NODE is not None
+            self.what = "the Node ws reference server"
+            self.executable = NODE
+            self.args = [NODE, str(HERE / "reference" / "ws_server.js")]
+
+
+@dataclass
+class Target:
+    """A server the load generator drives: tmd (with its API, to make rooms) or a reference."""
+
+    name: str
+    process: Child
+    api: Api | None = None
+
+    async def rooms(self, bench: Bench, count: int, what: str,
+                    posting: bool = True) -> list[dict[str, Any]]:
+        """C{count} fresh rooms, each as the load generator wants it: ws URL, post URL, token."""
+        made = []
+        for _ in range(count):
+            name = bench.room_name(what)
+            token = None
+            if self.api is not None:
+                await self.api.room(name)
+                if posting:
+                    token = await self.api.join(name, "speaker")
+            base = f"127.0.0.1:{self.process.port}/api/v1/rooms/{name}"
+            made.append({"name": name, "ws": f"ws://{base}/live",
+                         "post": f"http://{base}/messages" if posting else None,
+                         "token": token})
+        return made
+
+
 # -- scenarios --------------------------------------------------------------------------------
 
 @dataclass
@@ -533,6 +707,8 @@ class Bench:
     db_pool_size: int | None = None
     others: list[Daemon] = field(default_factory=list)
     """Daemons started by a scenario besides C{daemon} (the cross-daemon one's)."""
+    loadgen: LoadGen | None = None
+    """The Node load generator, if Node.js is here and a scenario needs it."""
 
     def room_name(self, what: str) -> str:
         self.rooms += 1
@@ -967,11 +1143,163 @@ class Bench:
             "delivering_s": round(delivering, 3),
             "deliveries_per_s": round(m / delivering, 1)}
 
+    async def paced_post(self) -> None:
+        """HTTP posts at PACED_RATE/s on a schedule (open loop), from the load generator."""
+        assert self.loadgen is not None
+        target = Target("tmd", self.daemon, self.api)
+        (room,) = await target.rooms(self, 1, "paced")
+        for i in range(WARMUP):
+            await self.api.post(room["name"], room["token"], f"warm-up {i}")
+        seconds = self.sizes.paced_s
+        await self.loadgen.command("connect", CONNECT_TIMEOUT, rooms=[room], per_room=0)
+        try:
+            cpu = self.daemon.cpu_seconds()
+            gc.collect()
+            done = await self.loadgen.command("post", seconds + self.sizes.load_drain_s + 10,
+                                              rate=PACED_RATE, duration=seconds,
+                                              drain=self.sizes.load_drain_s)
+            cpu = self.daemon.cpu_seconds() - cpu
+        finally:
+            await self.loadgen.command("close", CONNECT_TIMEOUT)
+        check(done["failed"] == 0 and not done["problems"],
+              f"paced posts failed: {done['failed']}, {done['problems'][:3]}")
+        await self.api.check_room(room["name"], WARMUP + done["posts"])
+        self.results[self.key("paced_post")] = {
+            "title": self.title(f"post at {PACED_RATE}/s (HTTP, open loop, load generator)"),
+            "engine": self.engine, "posts": done["posts"], **done["reply"],
+            "per_s": round(done["posts_per_s"], 1),
+            "send_lag_p99_ms": done["send_lag_p99_ms"],
+            "daemon_cpu_s": round(cpu, 3), "loadgen_cpu_s": round(done["cpu_s"], 3)}
+
+    async def load_suite(self) -> None:
+        """
+        The load generator's scenarios (idle connections, fan-out at rates and at
+        saturation, many rooms) against a fresh tmd daemon on SQLite, then the same
+        against each reference server; tmd's figures as ratios to theirs.
+        """
+        assert self.loadgen is not None
+        directory = self.daemon.directory
+        servers: dict[str, Any] = {}
+        daemon = Daemon(self.reactor, directory, None, f"sqlite:{directory / 'load.sqlite3'}",
+                        extra=["--max-connections", str(self.sizes.load_idle + 1000),
+                               "--max-connections-per-address", str(self.sizes.load_idle + 1000)])
+        daemon.what = "the load daemon"
+        references = [Reference(self.reactor, directory, "autobahn")]
+        if NODE is not None:
+            references.append(Reference(self.reactor, directory, "node_ws"))
+        for server in (daemon, *references):
+            name = "tmd" if server is daemon else cast(Reference, server).kind
+            api: Api | None = None
+            try:
+                await server.start()
+                if server is daemon:
+                    api = Api(self.reactor, daemon.url, 4)
+                progress(f" {name}")
+                servers[name] = await self.load_target(Target(name, server, api))
+            finally:
+                if api is not None:
+                    await api.close()
+                status = await server.stop()
+                (directory / f"{name}.log").write_text("\n".join(server.log) + "\n")
+            check(status in ((0, None), (None, signal.SIGTERM)),
+                  f"{server.what} exited uncleanly: {status}")
+            check(not server.problems(), f"{server.what} logged problems: {server.problems()[:3]}")
+        self.results["load"] = {
+            "title": "load generator: tmd against the reference servers",
+            "loadgen": f"node {self.loadgen.node}, ws {ws_version()}",
+            "servers": servers, "ratios": ratios(servers)}
+
+    async def load_target(self, target: Target) -> dict[str, Any]:
+        """Idle connections, fan-out at each rate and at saturation, many rooms: one server."""
+        assert self.loadgen is not None
+        sizes = self.sizes
+        result: dict[str, Any] = {}
+
+        # Idle first, on the fresh server: RSS before and after opening the connections.
+        rooms = await target.rooms(self, max(1, sizes.load_idle // IDLE_PER_ROOM), "idle",
+                                   posting=False)
+        before = target.process.memory()["rss_kib"]
+        cpu = target.process.cpu_seconds()
+        opened = await self.loadgen.command(
+            "connect", CONNECT_TIMEOUT + sizes.load_idle / 100, rooms=rooms,
+            per_room=IDLE_PER_ROOM if sizes.load_idle >= IDLE_PER_ROOM else sizes.load_idle)
+        await task.deferLater(self.reactor, IDLE_SETTLE, lambda: None)
+        after = target.process.memory()["rss_kib"]
+        check(not opened["problems"], f"idle connections: {opened['problems'][:3]}")
+        result["idle"] = {
+            "connections": opened["sockets"], "connect_s": round(opened["seconds"], 3),
+            "rss_before_kib": before, "rss_after_kib": after,
+            "rss_per_connection_kib": round((after - before) / opened["sockets"], 2),
+            "server_cpu_s": round(target.process.cpu_seconds() - cpu, 3),
+            "loadgen_rss_kib": opened["rss_kib"]}
+        await self.loadgen.command("close", CONNECT_TIMEOUT + sizes.load_idle / 100)
+
+        # Fan-out: one room, its subscribers, posts at each rate, then at saturation.
+        rooms = await target.rooms(self, 1, "fanout")
+        await self.loadgen.command("connect", CONNECT_TIMEOUT + sizes.load_fanout / 100,
+                                   rooms=rooms, per_room=sizes.load_fanout)
+        try:
+            phases: list[dict[str, Any]] = [{"rate": rate, "duration": sizes.load_rate_s}
+                                            for rate in sizes.load_rates]
+            phases.append({"rate": None, "duration": sizes.load_saturation_s,
+                           "window": LOAD_WINDOW})
+            runs = []
+            for phase in phases:
+                runs.append(await self.load_phase(target, phase))
+        finally:
+            await self.loadgen.command("close", CONNECT_TIMEOUT)
+        result["fanout"] = {"subscribers": sizes.load_fanout, "rates": runs[:-1],
+                            "saturation": runs[-1]}
+
+        # Many rooms, a few subscribers each, posts spread over them.
+        count, each = sizes.load_rooms
+        rooms = await target.rooms(self, count, "rooms")
+        await self.loadgen.command("connect", CONNECT_TIMEOUT + count * each / 100, rooms=rooms,
+                                   per_room=each)
+        try:
+            result["rooms"] = {"rooms": count, "subscribers": each, **await self.load_phase(
+                target, {"rate": sizes.load_rooms_rate, "duration": sizes.load_rooms_s})}
+        finally:
+            await self.loadgen.command("close", CONNECT_TIMEOUT)
+        return result
+
+    async def load_phase(self, target: Target, phase: dict[str, Any]) -> dict[str, Any]:
+        """One C{post} of the load generator, checked, with the server's CPU and RSS."""
+        assert self.loadgen is not None
+        drain = self.sizes.load_drain_s
+        cpu = target.process.cpu_seconds()
+        gc.collect()
+        done = await self.loadgen.command("post", phase["duration"] + drain + 10, drain=drain,
+                                          **phase)
+        server_cpu = target.process.cpu_seconds() - cpu
+        memory = target.process.memory()
+        what = f"{target.name}, {phase}"
+        check(done["failed"] == 0, f"{what}: {done['failed']} posts failed: {done['problems'][:3]}")
+        check(done["lost"] == 0 and done["gaps"] == 0 and done["closed_by_server"] == 0,
+              f"{what}: {done['lost']} deliveries lost (of {done['expected']}), {done['gaps']} "
+              f"out of order, {done['closed_by_server']} sockets closed; {done['problems'][:3]}")
+        wall = max(done["delivery_wall_s"], done["post_seconds"])
+        return {
+            "rate": phase["rate"], "window": phase.get("window"), "posts": done["posts"],
+            "posts_per_s": round(done["posts"] / done["post_seconds"], 1),
+            "deliveries": done["deliveries"], "lost": done["lost"],
+            "deliveries_per_s": round(done["deliveries_per_s"] or 0, 1),
+            "delivery": done["delivery"], "reply": done["reply"],
+            "send_lag_p99_ms": done["send_lag_p99_ms"],
+            "server_cpu_s": round(server_cpu, 3),
+            "server_cpu_share": round(server_cpu / wall, 3),
+            "server_rss_kib": memory["rss_kib"], "server_peak_rss_kib": memory["peak_rss_kib"],
+            "loadgen_cpu_s": round(done["cpu_s"], 3),
+            "loadgen_cpu_share": round(done["cpu_s"] / wall, 3),
+            "loadgen_event_loop_utilization": round(done["event_loop_utilization"], 3),
+            "wall_s": round(wall, 3)}
+
     async def run(self) -> None:
         steps: list[tuple[str, str, Callable[[], Awaitable[None]]]]
         if self.engine == "postgresql":
             steps = [
                 ("latency", "post latency", self.post_latency),
+                ("paced", f"posts at {PACED_RATE}/s", self.paced_post),
                 ("throughput", "post throughput", self.post_throughput),
                 ("cross", "cross-daemon delivery", self.cross_daemon),
             ]
@@ -979,6 +1307,7 @@ class Bench:
             steps = [
                 ("floor", "HTTP floor", self.http_floor),
                 ("latency", "post latency", self.post_latency),
+                ("paced", f"posts at {PACED_RATE}/s", self.paced_post),
                 ("throughput", "post throughput", self.post_throughput),
             ]
             for k, p in self.sizes.fanout:
@@ -986,22 +1315,29 @@ class Bench:
                               lambda k=k, p=p: self.fanout(k, p)))  # type: ignore[misc]
             steps.append(("ws", "websocket post round trip", self.ws_round_trip))
             steps.append(("replay", "replay to a downstream", self.replay))
+            steps.append(("load", "load generator: tmd, then the references", self.load_suite))
         for key, name, step in steps:
             if self.only and key not in self.only:
+                continue
+            if key in LOADGEN_SCENARIOS and self.loadgen is None:
                 continue
             before = set(self.results)
             started = time.perf_counter()
             daemon_cpu = self.daemon.cpu_seconds()
             client_cpu = client_cpu_seconds()
+            loadgen_cpu = self.loadgen.cpu_seconds() if self.loadgen is not None else math.nan
             progress(f"  {name}{'' if self.engine == 'sqlite' else ', ' + self.engine} ...")
             await step()
             wall = time.perf_counter() - started
             progress(f" {wall:.1f} s\n")
-            for key in set(self.results) - before:  # whole step, set-up and checks included
-                self.results[key]["step"] = {
+            for result in set(self.results) - before:  # whole step, set-up and checks included
+                self.results[result]["step"] = {
                     "wall_s": round(wall, 3),
                     "daemon_cpu_s": round(self.daemon.cpu_seconds() - daemon_cpu, 3),
                     "client_cpu_s": round(client_cpu_seconds() - client_cpu, 3)}
+                if self.loadgen is not None and key in LOADGEN_SCENARIOS:
+                    self.results[result]["step"]["loadgen_cpu_s"] = round(
+                        self.loadgen.cpu_seconds() - loadgen_cpu, 3)
 
 
 class ReplaySender:
@@ -1106,6 +1442,7 @@ def machine(directory: Path) -> dict[str, Any]:
 ROWS = [  # (result key, rate key, rate unit)
     ("http_floor", "per_s", "req/s"),
     ("post_latency", "per_s", "posts/s"),
+    ("paced_post", "per_s", "posts/s"),
     ("post_throughput", "per_s", "posts/s"),
     ("fanout_*", "frames_per_s", "frames/s"),
     ("ws_round_trip", "per_s", "posts/s"),
@@ -1116,6 +1453,7 @@ ROWS = [  # (result key, rate key, rate unit)
     ("replay_outbox_saturation", "per_s", "req/s"),
     ("replay_outbox_throughput", "deliveries_per_s", "deliveries/s"),
     ("pg_post_latency", "per_s", "posts/s"),
+    ("pg_paced_post", "per_s", "posts/s"),
     ("pg_post_throughput", "per_s", "posts/s"),
     ("pg_cross_daemon", "per_s", "posts/s"),
 ]
@@ -1135,6 +1473,119 @@ def table(results: dict[str, Any]) -> str:
                          f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.2f}  {r[rate]:,.0f} {unit}")
     lines.append(f"(TodaysMeet's post: {TODAYSMEET['p50_ms']:.0f} ms median, "
                  f"{TODAYSMEET['p90_ms']:.0f} ms p90)")
+    return "\n".join(lines)
+
+
+def ws_version() -> str:
+    try:
+        package = HERE / "node_modules" / "ws" / "package.json"
+        return str(json.loads(package.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def ratios(servers: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """tmd's load figures divided by each reference server's."""
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    tmd = servers.get("tmd")
+    found: dict[str, dict[str, float | None]] = {}
+    for name, other in servers.items():
+        if name == "tmd" or tmd is None:
+            continue
+        found[name] = {
+            "saturation_deliveries_per_s": ratio(tmd["fanout"]["saturation"]["deliveries_per_s"],
+                                                 other["fanout"]["saturation"]["deliveries_per_s"]),
+            "idle_rss_per_connection": ratio(tmd["idle"]["rss_per_connection_kib"],
+                                             other["idle"]["rss_per_connection_kib"]),
+            "rooms_delivery_p99": ratio(tmd["rooms"]["delivery"]["p99_ms"],
+                                        other["rooms"]["delivery"]["p99_ms"]),
+            **{f"fanout_{mine['rate']}_delivery_p99": ratio(mine["delivery"]["p99_ms"],
+                                                             theirs["delivery"]["p99_ms"])
+               for mine, theirs in zip(tmd["fanout"]["rates"], other["fanout"]["rates"],
+                                       strict=True)},
+        }
+    return found
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 9's targets, each with the figure measured and whether it was met."""
+    found: list[dict[str, Any]] = []
+
+    def target(what: str, figure: float | None, goal: str, met: bool | None) -> None:
+        found.append({"target": what, "figure": figure, "goal": goal, "met": met})
+
+    load = results.get("load", {})
+    servers, measured = load.get("servers", {}), load.get("ratios", {})
+    for name, least in (("autobahn", 1.0), ("node_ws", 0.8)):
+        value = measured.get(name, {}).get("saturation_deliveries_per_s")
+        target(f"fan-out saturation, deliveries/s, tmd / {name}", value, f">= {least}x",
+               None if value is None else value >= least)
+    tmd = servers.get("tmd")
+    if tmd is not None:
+        fastest = max(tmd["fanout"]["rates"], key=lambda run: run["rate"])
+        p99 = fastest["delivery"]["p99_ms"]
+        target(f"1 room x {tmd['fanout']['subscribers']} at {fastest['rate']} posts/s: "
+               "delivery p99 ms (nothing lost)", p99, "< 50 ms, 0 lost",
+               p99 is not None and p99 < 50 and fastest["lost"] == 0)
+        rooms = tmd["rooms"]
+        p99 = rooms["delivery"]["p99_ms"]
+        target(f"{rooms['rooms']} rooms x {rooms['subscribers']} at {rooms['rate']} posts/s: "
+               "delivery p99 ms", p99, "< 20 ms", p99 is not None and p99 < 20)
+    value = measured.get("autobahn", {}).get("idle_rss_per_connection")
+    target("idle RSS per connection, tmd / autobahn", value, "<= 1.1x",
+           None if value is None else value <= 1.1)
+    paced = results.get("paced_post")
+    if paced is not None:
+        target(f"HTTP post at {PACED_RATE}/s, SQLite: p50 ms", paced["p50_ms"], "< 1.5 ms",
+               paced["p50_ms"] < 1.5)
+        target(f"HTTP post at {PACED_RATE}/s, SQLite: p99 ms", paced["p99_ms"], "< 5 ms",
+               paced["p99_ms"] < 5)
+    return found
+
+
+def load_table(results: dict[str, Any]) -> str:
+    """The load generator's figures, one line per server and scenario, then the targets."""
+    load = results.get("load")
+    lines: list[str] = []
+    if load is not None:
+        lines.append(f"load generator: {load['loadgen']}; CPU shares are of one core, over the "
+                     "phase's wall time")
+        header = (f"{'server':<9} {'scenario':<32} {'posts/s':>8} {'deliv/s':>9} {'lost':>5} "
+                  f"{'p50 ms':>8} {'p99 ms':>8} {'srv CPU':>7} {'RSS MB':>7} {'gen CPU':>7}")
+        lines += [header, "-" * len(header)]
+        for name, server in load["servers"].items():
+            idle = server["idle"]
+            lines.append(f"{name:<9} {'idle: ' + str(idle['connections']) + ' websockets':<32} "
+                         f"{'':>8} {'':>9} {'':>5} {'':>8} {'':>8} {'':>7} "
+                         f"{idle['rss_after_kib'] / 1024:>7.1f}  "
+                         f"{idle['rss_per_connection_kib']:.2f} KiB/connection")
+            fanout = server["fanout"]
+            runs = [(f"1 room x {fanout['subscribers']}, {run['rate']}/s", run)
+                    for run in fanout["rates"]]
+            runs.append((f"1 room x {fanout['subscribers']}, saturation",
+                         fanout["saturation"]))
+            rooms = server["rooms"]
+            runs.append((f"{rooms['rooms']} rooms x {rooms['subscribers']}, {rooms['rate']}/s",
+                         rooms))
+            for title, run in runs:
+                lines.append(
+                    f"{name:<9} {title:<32} {run['posts_per_s']:>8,.0f} "
+                    f"{run['deliveries_per_s']:>9,.0f} {run['lost']:>5} "
+                    f"{run['delivery']['p50_ms']:>8.2f} {run['delivery']['p99_ms']:>8.2f} "
+                    f"{run['server_cpu_share']:>6.0%} {run['server_rss_kib'] / 1024:>7.1f} "
+                    f"{run['loadgen_cpu_share']:>6.0%}")
+        for name, measured in load["ratios"].items():
+            lines.append(f"tmd / {name}: " + ", ".join(
+                f"{key} {value:.2f}" for key, value in measured.items() if value is not None))
+    found = targets(results)
+    if found:
+        lines.append("targets (issue 9):")
+        for each in found:
+            met = {True: "met", False: "MISSED", None: "not measured"}[each["met"]]
+            figure = "-" if each["figure"] is None else f"{each['figure']:g}"
+            lines.append(f"  {each['target']:<62} {figure:>8}  goal {each['goal']:<16} {met}")
     return "\n".join(lines)
 
 
@@ -1171,12 +1622,23 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
     print(f"tmd bench ({mode}): {m['nproc']} CPUs ({m['cpu']}), {m['python']}, "
           f"Twisted {m['versions']['Twisted']}, load {m['loadavg_at_start']}, "
           f"SQLite on {m['database_filesystem']}", flush=True)
-    report["file_limit"] = raise_file_limit(2 * max(k for k, _ in sizes.fanout) + 256)
+    report["file_limit"] = raise_file_limit(
+        max(2 * max(k for k, _ in sizes.fanout), sizes.load_idle + 2000) + 256)
 
     daemon = Daemon(reactor, directory, options.profile)
     bench: Bench | None = None
     api: Api | None = None
+    loadgen: LoadGen | None = None
+    setup_warnings: list[str] = []
     try:
+        if not options.only or not options.only.isdisjoint(LOADGEN_SCENARIOS):
+            why_not = await deferToThread(node_ready)
+            if why_not is None:
+                loadgen = LoadGen(reactor, directory)
+                await loadgen.start()
+                report["loadgen"] = {"node": loadgen.node, "ws": ws_version()}
+            else:
+                setup_warnings.append(why_not)
         await daemon.start()
         report["daemon"] = {"pid": daemon.pid, "port": daemon.port,
                             "start_seconds": round(daemon.start_seconds, 3),
@@ -1184,7 +1646,7 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
         progress(f"daemon pid {daemon.pid} listening on {daemon.url} "
                  f"after {daemon.start_seconds:.2f} s\n")
         api = Api(reactor, daemon.url, sizes.concurrency + 2)
-        bench = Bench(reactor, daemon, api, sizes, options.only)
+        bench = Bench(reactor, daemon, api, sizes, options.only, loadgen=loadgen)
         await bounded(reactor, Deferred.fromCoroutine(bench.run()), sizes.deadline,
                       "the whole benchmark")
     except Exception as e:
@@ -1204,22 +1666,28 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
     if problems:
         errors.append(f"the daemon logged {len(problems)} problem lines, e.g. {problems[0]!r}")
     report["results"] = bench.results if bench is not None else {}
-    report["warnings"] = bench.warnings if bench is not None else []
+    report["warnings"] = setup_warnings + (bench.warnings if bench is not None else [])
 
     logs = {"daemon.log": daemon}
     if options.postgres and not errors and not (options.only and options.only.isdisjoint(
             POSTGRES_SCENARIOS)):
-        pg_bench, pg_daemons = await postgres(reactor, options, sizes, directory, report, errors)
+        pg_bench, pg_daemons = await postgres(reactor, options, sizes, directory, report, errors,
+                                              loadgen)
         if pg_bench is not None:
             report["results"].update(pg_bench.results)
             report["warnings"] += pg_bench.warnings
         for i, pg_daemon in enumerate(pg_daemons):
             logs[f"daemon-postgresql-{'ab'[i] if i < 2 else i}.log"] = pg_daemon
 
+    if loadgen is not None:
+        await loadgen.stop()
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["targets"] = targets(report["results"])
     report["errors"] = errors
     report["ok"] = not errors
     print(table(report["results"]))
+    if report["targets"]:
+        print(load_table(report["results"]))
     options.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {options.output}")
     for warning in report["warnings"]:
@@ -1292,7 +1760,7 @@ def create_schema(url: str) -> tuple[str, dict[str, Any]]:
 
 
 async def postgres(reactor: Any, options: argparse.Namespace, sizes: Sizes, directory: Path,
-                   report: dict[str, Any], errors: list[str],
+                   report: dict[str, Any], errors: list[str], loadgen: LoadGen | None,
                    ) -> tuple[Bench | None, list[Daemon]]:
     """
     The post scenarios again, and cross-daemon delivery, on a fresh schema of
@@ -1323,7 +1791,7 @@ async def postgres(reactor: Any, options: argparse.Namespace, sizes: Sizes, dire
                  f"after {daemon.start_seconds:.2f} s\n")
         api = Api(reactor, daemon.url, sizes.concurrency + 2)
         bench = Bench(reactor, daemon, api, sizes, options.only, engine="postgresql",
-                      db_pool_size=options.db_pool_size)
+                      db_pool_size=options.db_pool_size, loadgen=loadgen)
         await bounded(reactor, Deferred.fromCoroutine(bench.run()), sizes.deadline,
                       "the PostgreSQL benchmark")
     except Exception as e:

@@ -1,0 +1,328 @@
+// The bench's load generator: websocket subscribers and HTTP posters in one Node process.
+//
+//     node bench/loadgen.js
+//
+// bench/run.py drives it over stdin and stdout, one JSON object per line each way.
+// It answers every command with {"id": ..., "ok": true, ...} (or "ok": false and
+// "error"), and starts by printing {"ready": true}. Commands:
+//
+//   connect  {rooms: [{ws, post, token}], per_room, parallel}
+//            opens per_room websockets to each room (parallel handshakes at a time)
+//            and waits for each one's welcome frame.
+//   post     {rate, duration, window, drain}
+//            posts to the rooms in turn, open loop: rate posts/s on a schedule for
+//            duration seconds, or, without a rate, as fast as `window` posts not yet
+//            delivered to every subscriber allow (saturation). Then waits (up to drain
+//            seconds) until every subscriber has every post, and reports latencies,
+//            deliveries and losses.
+//   close    {}  closes every websocket.
+//   exit     {}  ends the process.
+//
+// Frames are not parsed as JSON: a message frame starts {"type":"message" and the
+// seq and body are read from the bytes, which keeps this process cheap per frame.
+// Every subscriber checks that seqs come one after another (no gap, duplicate or
+// reordering) and counts what it got; a sample of them times each message from the
+// moment its POST was written to the moment the frame is read.
+"use strict";
+
+const http = require("http");
+const readline = require("readline");
+const { performance } = require("perf_hooks");
+const WebSocket = require("ws");
+
+const SEQ = Buffer.from('"seq":');
+const BODY = Buffer.from('"body":"q');
+const M = 0x6d; // m: {"type":"message"
+const W = 0x77; // w: {"type":"welcome"
+const E = 0x65; // e: {"type":"error"
+const TYPE_AT = 9; // {"type":" is 9 bytes
+const SAMPLED_PER_ROOM = 100;
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+let rooms = [];
+let phase = null; // the running post command's counters
+let problems = [];
+
+function digitsAt(buffer, at) {
+  let value = 0;
+  for (let i = at; i < buffer.length; i++) {
+    const c = buffer[i];
+    if (c < 48 || c > 57) break;
+    value = value * 10 + (c - 48);
+  }
+  return value;
+}
+
+function problem(text) {
+  if (problems.length < 20) problems.push(text);
+}
+
+class Subscriber {
+  constructor(room, index) {
+    this.room = room;
+    this.sampled = index % Math.max(1, Math.ceil(room.per_room / SAMPLED_PER_ROOM)) === 0;
+    this.lastSeq = -1;
+    this.received = 0;
+    this.gaps = 0;
+    this.closedByServer = false;
+    this.closing = false;
+  }
+
+  open(timeout) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.room.ws, {
+        perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: timeout * 1000,
+      });
+      this.ws = ws;
+      let welcomed = false;
+      ws.on("message", (data, isBinary) => {
+        const kind = data[TYPE_AT];
+        if (kind === M) {
+          this.message(data);
+        } else if (kind === W && !welcomed) {
+          welcomed = true;
+          resolve();
+        } else if (kind === E) {
+          problem(`error frame: ${data.toString().slice(0, 200)}`);
+        }
+      });
+      ws.on("error", (error) => {
+        if (!welcomed) reject(error);
+        else problem(`socket error: ${error.message}`);
+      });
+      ws.on("close", (code, reason) => {
+        if (!welcomed) reject(new Error(`closed before welcome: ${code} ${reason}`));
+        else if (!this.closing) {
+          this.closedByServer = true;
+          problem(`closed by the server: ${code} ${reason}`);
+        }
+        if (this.onClosed) this.onClosed();
+      });
+    });
+  }
+
+  message(data) {
+    const now = performance.now();
+    const at = data.indexOf(SEQ, TYPE_AT);
+    const seq = digitsAt(data, at + SEQ.length);
+    if (this.lastSeq >= 0 && seq !== this.lastSeq + 1) {
+      this.gaps += 1;
+      problem(`seq ${seq} after ${this.lastSeq}`);
+    }
+    this.lastSeq = seq;
+    const current = phase;
+    if (current === null) return;
+    const bodyAt = data.indexOf(BODY, at);
+    if (bodyAt < 0) return; // not one of this phase's posts
+    const id = digitsAt(data, bodyAt + BODY.length);
+    const post = current.posts[id];
+    if (post === undefined) return;
+    this.received += 1;
+    current.delivered += 1;
+    current.lastDelivery = now;
+    if (this.sampled) current.latencies.push(now - post.sent);
+    post.left -= 1;
+    if (post.left === 0) current.complete(post);
+  }
+
+  close() {
+    this.closing = true;
+    return new Promise((resolve) => {
+      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
+      this.onClosed = resolve;
+      this.ws.close(1000);
+    });
+  }
+}
+
+async function connect({ rooms: targets, per_room: perRoom, parallel = 32, timeout = 15 }) {
+  const started = performance.now();
+  const pending = [];
+  for (const target of targets) {
+    const room = { ...target, per_room: perRoom, subs: [], accepted: 0 };
+    rooms.push(room);
+    for (let i = 0; i < perRoom; i++) pending.push(new Subscriber(room, i));
+  }
+  let next = 0;
+  async function worker() {
+    while (next < pending.length) {
+      const sub = pending[next++];
+      await sub.open(timeout);
+      sub.room.subs.push(sub);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(parallel, pending.length) }, worker));
+  return { sockets: pending.length, seconds: (performance.now() - started) / 1000 };
+}
+
+function send(room, id, onAnswer) {
+  const body = JSON.stringify({ body: `q${id} is light a wave?` });
+  const url = new URL(room.post);
+  const headers = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+  if (room.token) headers.authorization = `Bearer ${room.token}`;
+  const request = http.request({
+    agent, method: "POST", host: url.hostname, port: url.port, path: url.pathname, headers,
+  }, (response) => {
+    response.resume();
+    response.on("end", () => onAnswer(response.statusCode));
+  });
+  request.on("error", (error) => onAnswer(0, error));
+  request.end(body);
+}
+
+function summary(values) {
+  const sorted = Float64Array.from(values).sort();
+  const at = (q) => (sorted.length ? sorted[Math.max(1, Math.ceil(q * sorted.length)) - 1] : null);
+  const round = (x) => (x === null ? null : Math.round(x * 1000) / 1000);
+  return {
+    n: sorted.length, p50_ms: round(at(0.5)), p90_ms: round(at(0.9)), p99_ms: round(at(0.99)),
+    max_ms: round(sorted.length ? sorted[sorted.length - 1] : null),
+  };
+}
+
+function post({ rate = null, duration, window = 16, drain = 10 }) {
+  return new Promise((resolve) => {
+    const targets = rooms.filter((room) => room.post);
+    const cpu = process.cpuUsage();
+    const elu = performance.eventLoopUtilization();
+    const started = performance.now();
+    const until = started + duration * 1000;
+    let id = 0;
+    let inFlight = 0; // posted, not yet delivered to everyone
+    let answered = 0;
+    let failed = 0;
+    let posting = true;
+    let drainTimer = null;
+    const replies = [];
+    const lags = [];
+    const current = {
+      posts: [], latencies: [], delivered: 0, lastDelivery: started,
+      complete(post) {
+        inFlight -= 1;
+        if (!posting) maybeDone();
+        else if (rate === null) fill();
+      },
+    };
+    phase = current;
+    for (const sub of rooms.flatMap((room) => room.subs)) sub.received = 0;
+    for (const room of rooms) room.accepted = 0;
+
+    function one() {
+      const room = targets[id % targets.length];
+      const post = { sent: performance.now(), left: room.subs.length, room };
+      current.posts[id] = post;
+      inFlight += 1;
+      const sent = post.sent;
+      send(room, id, (status, error) => {
+        answered += 1;
+        if (status === 201) {
+          room.accepted += 1;
+          replies.push(performance.now() - sent);
+        } else {
+          failed += 1;
+          problem(`POST ${room.post}: ${status} ${error ? error.message : ""}`);
+          inFlight -= 1; // nothing will be delivered
+          post.left = -1;
+        }
+        if (post.left === 0 && room.subs.length === 0) current.complete(post);
+        if (!posting) maybeDone();
+      });
+      id += 1;
+    }
+
+    function fill() {
+      while (posting && inFlight < window) one();
+    }
+
+    function tick() {
+      const now = performance.now();
+      if (now >= until) {
+        posting = false;
+        drainTimer = setTimeout(finish, drain * 1000);
+        maybeDone();
+        return;
+      }
+      if (rate !== null) {
+        const due = Math.min(Math.floor(((now - started) / 1000) * rate) + 1,
+          Math.ceil(duration * rate));
+        while (id < due) {
+          lags.push(now - (started + (id / rate) * 1000));
+          one();
+        }
+      }
+      setTimeout(tick, 1);
+    }
+
+    function maybeDone() {
+      if (!posting && answered === id && inFlight <= 0) finish();
+    }
+
+    let finished = false;
+    function finish() {
+      if (finished) return;
+      finished = true;
+      clearTimeout(drainTimer);
+      phase = null;
+      const used = process.cpuUsage(cpu);
+      const expected = rooms.reduce((sum, room) => sum + room.accepted * room.subs.length, 0);
+      const wall = (current.lastDelivery - started) / 1000;
+      resolve({
+        posts: id, accepted: id - failed, failed,
+        post_seconds: (Math.min(performance.now(), until) - started) / 1000,
+        posts_per_s: (id - failed) / duration,
+        reply: summary(replies),
+        delivery: summary(current.latencies),
+        deliveries: current.delivered,
+        expected,
+        lost: expected - current.delivered,
+        gaps: rooms.reduce((sum, room) => sum + room.subs.reduce((s, sub) => s + sub.gaps, 0), 0),
+        closed_by_server: rooms.reduce(
+          (sum, room) => sum + room.subs.filter((sub) => sub.closedByServer).length, 0),
+        delivery_wall_s: wall,
+        deliveries_per_s: wall > 0 ? current.delivered / wall : null,
+        send_lag_p99_ms: summary(lags).p99_ms,
+        cpu_s: (used.user + used.system) / 1e6,
+        event_loop_utilization: performance.eventLoopUtilization(elu).utilization,
+      });
+    }
+
+    if (rate === null) fill();
+    tick();
+  });
+}
+
+async function close() {
+  const subs = rooms.flatMap((room) => room.subs);
+  await Promise.all(subs.map((sub) => sub.close()));
+  rooms = [];
+  return { closed: subs.length };
+}
+
+const commands = { connect, post, close };
+const cpuAtStart = process.cpuUsage();
+
+function reply(object) {
+  process.stdout.write(JSON.stringify(object) + "\n");
+}
+
+readline.createInterface({ input: process.stdin }).on("line", async (line) => {
+  const { id, command, ...args } = JSON.parse(line);
+  if (command === "exit") {
+    agent.destroy();
+    process.exit(0);
+  }
+  try {
+    problems = [];
+    const result = await commands[command](args);
+    const cpu = process.cpuUsage(cpuAtStart);
+    reply({
+      id, ok: true, ...result, problems,
+      total_cpu_s: (cpu.user + cpu.system) / 1e6,
+      rss_kib: Math.round(process.memoryUsage().rss / 1024),
+    });
+  } catch (error) {
+    reply({ id, ok: false, error: String(error && error.stack ? error.stack : error), problems });
+  }
+});
+process.stdin.on("end", () => process.exit(0));
+reply({ ready: true, node: process.version });
