@@ -242,6 +242,7 @@ class Child:
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PYTHONPATH"] = str(REPO)  # the tmd of this tree, wherever it is installed from
         env["PYTHONUNBUFFERED"] = "1"
         started = time.perf_counter()
         self._process = self._reactor.spawnProcess(
@@ -709,6 +710,8 @@ class Bench:
     """Daemons started by a scenario besides C{daemon} (the cross-daemon one's)."""
     loadgen: LoadGen | None = None
     """The Node load generator, if Node.js is here and a scenario needs it."""
+    profile: Path | None = None
+    """Where the load scenarios' tmd daemon writes its profile (C{--profile} plus .load)."""
 
     def room_name(self, what: str) -> str:
         self.rooms += 1
@@ -1180,7 +1183,8 @@ class Bench:
         assert self.loadgen is not None
         directory = self.daemon.directory
         servers: dict[str, Any] = {}
-        daemon = Daemon(self.reactor, directory, None, f"sqlite:{directory / 'load.sqlite3'}",
+        daemon = Daemon(self.reactor, directory, self.profile,
+                        f"sqlite:{directory / 'load.sqlite3'}",
                         extra=["--max-connections", str(self.sizes.load_idle + 1000),
                                "--max-connections-per-address", str(self.sizes.load_idle + 1000)])
         daemon.what = "the load daemon"
@@ -1646,7 +1650,9 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
         progress(f"daemon pid {daemon.pid} listening on {daemon.url} "
                  f"after {daemon.start_seconds:.2f} s\n")
         api = Api(reactor, daemon.url, sizes.concurrency + 2)
-        bench = Bench(reactor, daemon, api, sizes, options.only, loadgen=loadgen)
+        bench = Bench(reactor, daemon, api, sizes, options.only, loadgen=loadgen,
+                      profile=options.profile and options.profile.with_name(
+                          options.profile.name + ".load"))
         await bounded(reactor, Deferred.fromCoroutine(bench.run()), sizes.deadline,
                       "the whole benchmark")
     except Exception as e:
