@@ -250,7 +250,7 @@ class BackPressureTests(SynchronousTestCase):
     """A client that stops reading is cut off (here: on a string transport)."""
 
     def setUp(self) -> None:
-        store = open_store(self)
+        self.store = store = open_store(self)
         self.hub = Hub(Clock())
         chat = Chat(store, self.hub, Clock(), in_thread_now)
         self.room, _ = self.successResultOf(chat.create_room({"name": "physics-101"}))
@@ -294,3 +294,22 @@ class BackPressureTests(SynchronousTestCase):
             channel.resumeProducing()
         self.assertFalse(self.transport.disconnected)
         self.assertEqual(self.hub.local_online(self.room.id), 1)
+
+    def test_catch_up_at_the_clients_pace(self) -> None:
+        """
+        A catch-up is not cut off, however long: it writes nothing while the client's
+        buffer is full, and goes on as the buffer drains.
+        """
+        elsewhere = Chat(self.store, Hub(Clock()), Clock(), in_thread_now)  # not our Hub
+        _, token = self.successResultOf(elsewhere.join(self.room, {"nickname": "ada"}))
+        for _ in range(20):
+            self.successResultOf(elsewhere.post("physics-101", token, {"body": "x" * 200}))
+        channel = self.transport.producer
+        assert channel is not None
+        channel.pauseProducing()
+        written = len(self.transport.value())
+        self.hub.publish(Event(room_id=self.room.id, frame=b"", last_seq=20))  # "catch up"
+        self.assertEqual(len(self.transport.value()), written)
+        channel.resumeProducing()
+        self.assertEqual(self.transport.value().count(b'"type":"message"'), 20)
+        self.assertEqual((self.transport.disconnected, self.cut_off), (False, []))

@@ -34,6 +34,7 @@ MAX_PURGE_AFTER = 10 * 365 * 86_400
 
 DEFAULT_SHUTDOWN_TIMEOUT = 10
 MAX_SHUTDOWN_TIMEOUT = 3600
+MAX_SEND_BUFFER = 1024**3
 LOG_FORMATS = ("text", "json")
 
 
@@ -93,7 +94,8 @@ _TOP_LEVEL: dict[str, type] = {
     "listen": str, "database": str, "public_url": str, "db_pool_size": int,
     "db_password_file": str, "purge_after": int, "shutdown_timeout": int,
     "metrics_listen": str, "log_format": str, "max_connections": int,
-    "max_connections_per_address": int, "header_timeout": int,
+    "max_connections_per_address": int, "header_timeout": int, "idle_timeout": int,
+    "max_send_buffer": int,
 }
 
 
@@ -178,7 +180,9 @@ def _connections(settings: dict[str, Any], listed: Any,
     counts = {}
     for key, name, most in [("max_connections", "total", 1_000_000),
                             ("max_connections_per_address", "per_address", 1_000_000),
-                            ("header_timeout", "header_timeout", 3600)]:
+                            ("header_timeout", "header_timeout", 3600),
+                            ("idle_timeout", "idle_timeout", 3600),
+                            ("max_send_buffer", "max_send_buffer", MAX_SEND_BUFFER)]:
         value = settings.pop(key, getattr(default, name))
         flag = key.replace("_", "-")
         counts[name] = _seconds(f"{key} (--{flag})", value, most) if name == "header_timeout" \

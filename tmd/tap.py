@@ -83,6 +83,12 @@ class Options(usage.Options):
          " NAT is one address) [default: 1000]"],
         ["header-timeout", None, None,
          "Seconds a new connection has to send its request's headers [default: 10]"],
+        ["idle-timeout", None, None,
+         "Seconds an HTTP connection may stay open between requests [default: 60]"],
+        ["max-send-buffer", None, None,
+         "Bytes that may wait for a websocket or event-stream client that does not read"
+         " (beyond the 64 KiB its connection holds); past it the client is disconnected"
+         " (websocket close 1013) and resumes when it reconnects [default: 1048576]"],
         ["metrics-listen", None, None,
          "Serve the Prometheus metrics (GET /metrics) on this Twisted server endpoint alone,"
          " e.g. tcp:9100:interface=127.0.0.1, instead of on --listen's [default: on --listen]"],
