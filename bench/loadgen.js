@@ -18,17 +18,19 @@
 //   close    {}  closes every websocket.
 //   exit     {}  ends the process.
 //
-// Frames are not parsed as JSON: a message frame starts {"type":"message" and the
-// seq and body are read from the bytes, which keeps this process cheap per frame.
+// The websocket clients are plain TCP sockets speaking RFC 6455 themselves, and frames
+// are not parsed as JSON: a message frame starts {"type":"message" and the seq and
+// body are read from the bytes, which keeps this process cheap per frame.
 // Every subscriber checks that seqs come one after another (no gap, duplicate or
 // reordering) and counts what it got; a sample of them times each message from the
 // moment its POST was written to the moment the frame is read.
 "use strict";
 
+const crypto = require("crypto");
 const http = require("http");
+const net = require("net");
 const readline = require("readline");
 const { performance } = require("perf_hooks");
-const WebSocket = require("ws");
 
 const SEQ = Buffer.from('"seq":');
 const BODY = Buffer.from('"body":"q');
@@ -57,6 +59,11 @@ function problem(text) {
   if (problems.length < 20) problems.push(text);
 }
 
+const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+const HEAD_END = Buffer.from("\r\n\r\n");
+
+// One websocket client on a plain TCP socket: the handshake, then server frames read
+// straight from the bytes (text frames, pings answered, the close handshake).
 class Subscriber {
   constructor(room, index) {
     this.room = room;
@@ -66,44 +73,130 @@ class Subscriber {
     this.gaps = 0;
     this.closedByServer = false;
     this.closing = false;
+    this.welcomed = false;
+    this.open_ = false;
+    this.rest = null;
   }
 
   open(timeout) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.room.ws, {
-        perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: timeout * 1000,
-      });
-      this.ws = ws;
-      let welcomed = false;
-      ws.on("message", (data, isBinary) => {
-        const kind = data[TYPE_AT];
-        if (kind === M) {
-          this.message(data);
-        } else if (kind === W && !welcomed) {
-          welcomed = true;
-          resolve();
-        } else if (kind === E) {
-          problem(`error frame: ${data.toString().slice(0, 200)}`);
+      const url = new URL(this.room.ws);
+      const key = crypto.randomBytes(16).toString("base64");
+      const accept = crypto.createHash("sha1").update(key + GUID).digest("base64");
+      const socket = net.connect({ host: url.hostname, port: Number(url.port) });
+      this.socket = socket;
+      socket.setNoDelay(true);
+      const timer = setTimeout(() => fail(new Error("no welcome in time")), timeout * 1000);
+      let head = Buffer.alloc(0);
+      let settled = false;
+      const fail = (error) => {
+        clearTimeout(timer);
+        if (!settled) {
+          settled = true;
+          socket.destroy();
+          reject(error);
         }
+      };
+      this.onWelcome = () => {
+        clearTimeout(timer);
+        settled = this.welcomed = true;
+        resolve();
+      };
+      socket.on("connect", () => socket.write(
+        `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n` +
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`));
+      socket.on("data", (chunk) => {
+        if (this.open_) return this.parse(chunk);
+        head = Buffer.concat([head, chunk]);
+        const end = head.indexOf(HEAD_END);
+        if (end < 0) return;
+        const text = head.subarray(0, end).toString("latin1");
+        if (!text.startsWith("HTTP/1.1 101") || !text.includes(accept)) {
+          return fail(new Error(`handshake refused: ${text.split("\r\n")[0]}`));
+        }
+        this.open_ = true;
+        if (head.length > end + 4) this.parse(head.subarray(end + 4));
       });
-      ws.on("error", (error) => {
-        if (!welcomed) reject(error);
-        else problem(`socket error: ${error.message}`);
+      socket.on("error", (error) => {
+        if (!settled) fail(error);
+        else if (!this.closing) problem(`socket error: ${error.message}`);
       });
-      ws.on("close", (code, reason) => {
-        if (!welcomed) reject(new Error(`closed before welcome: ${code} ${reason}`));
-        else if (!this.closing) {
+      socket.on("close", () => {
+        if (!settled) fail(new Error("closed before welcome"));
+        else if (this.welcomed && !this.closing) {
           this.closedByServer = true;
-          problem(`closed by the server: ${code} ${reason}`);
+          problem("closed by the server");
         }
         if (this.onClosed) this.onClosed();
       });
     });
   }
 
-  message(data) {
+  parse(chunk) {
+    const buffer = this.rest === null ? chunk : Buffer.concat([this.rest, chunk]);
+    const size = buffer.length;
+    let at = 0;
+    for (;;) {
+      if (size - at < 2) break;
+      const b0 = buffer[at];
+      let length = buffer[at + 1] & 0x7f;
+      let header = 2;
+      if (length === 126) {
+        if (size - at < 4) break;
+        length = buffer.readUInt16BE(at + 2);
+        header = 4;
+      } else if (length === 127) {
+        if (size - at < 10) break;
+        length = Number(buffer.readBigUInt64BE(at + 2));
+        header = 10;
+      }
+      if (size - at < header + length) break;
+      const start = at + header;
+      const end = start + length;
+      const opcode = b0 & 0x0f;
+      if (opcode === 1 && b0 & 0x80) this.frame(buffer, start, end);
+      else if (opcode === 9) this.control(0xa, buffer.subarray(start, end));
+      else if (opcode === 8) this.serverClosed(buffer.subarray(start, end));
+      else if (opcode !== 10) problem(`unexpected frame opcode ${opcode} (FIN ${b0 >> 7})`);
+      at = end;
+    }
+    this.rest = at < size ? buffer.subarray(at) : null;
+  }
+
+  frame(data, start, end) {
+    const kind = data[start + TYPE_AT];
+    if (kind === M) this.message(data, start, end);
+    else if (kind === W && !this.welcomed) this.onWelcome();
+    else if (kind === E) problem(`error frame: ${data.toString("utf8", start, Math.min(end, start + 200))}`);
+  }
+
+  // A masked frame from the client (RFC 6455 5.3): only pongs and the close here.
+  control(opcode, payload) {
+    const mask = crypto.randomBytes(4);
+    const frame = Buffer.alloc(6 + payload.length);
+    frame[0] = 0x80 | opcode;
+    frame[1] = 0x80 | payload.length;
+    mask.copy(frame, 2);
+    for (let i = 0; i < payload.length; i++) frame[6 + i] = payload[i] ^ mask[i % 4];
+    if (!this.socket.destroyed) this.socket.write(frame);
+  }
+
+  serverClosed(payload) {
+    if (!this.closing) {
+      this.closedByServer = true;
+      problem(`closed by the server: ${payload.length >= 2 ? payload.readUInt16BE(0) : ""} ` +
+              payload.subarray(2).toString());
+      this.closing = true;
+      this.control(0x8, payload.subarray(0, 2));
+    }
+    this.socket.end();
+  }
+
+  message(data, start, end) {
     const now = performance.now();
-    const at = data.indexOf(SEQ, TYPE_AT);
+    const at = data.indexOf(SEQ, start + TYPE_AT);
+    if (at < 0 || at >= end) return problem("a message frame without a seq");
     const seq = digitsAt(data, at + SEQ.length);
     if (this.lastSeq >= 0 && seq !== this.lastSeq + 1) {
       this.gaps += 1;
@@ -113,7 +206,7 @@ class Subscriber {
     const current = phase;
     if (current === null) return;
     const bodyAt = data.indexOf(BODY, at);
-    if (bodyAt < 0) return; // not one of this phase's posts
+    if (bodyAt < 0 || bodyAt >= end) return; // not one of this phase's posts
     const id = digitsAt(data, bodyAt + BODY.length);
     const post = current.posts[id];
     if (post === undefined) return;
@@ -126,11 +219,14 @@ class Subscriber {
   }
 
   close() {
-    this.closing = true;
     return new Promise((resolve) => {
-      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
+      if (this.socket.destroyed) return resolve();
       this.onClosed = resolve;
-      this.ws.close(1000);
+      if (!this.closing) {
+        this.closing = true;
+        this.control(0x8, Buffer.from([0x03, 0xe8])); // 1000
+      }
+      setTimeout(() => this.socket.destroy(), 5000).unref();
     });
   }
 }

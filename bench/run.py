@@ -90,7 +90,7 @@ POSTGRES_SCENARIOS = ("latency", "paced", "throughput", "cross")
 LOADGEN_SCENARIOS = ("paced", "load")
 PACED_RATE = 200
 """Posts per second of the paced (open-loop) HTTP post scenario."""
-LOAD_WINDOW = 32
+LOAD_WINDOW = 64
 """Posts not yet delivered to every subscriber at most, at fan-out saturation."""
 IDLE_PER_ROOM = 100
 """Idle connections per room (tmd coalesces presence, so any size would do)."""

@@ -39,7 +39,7 @@ const server = http.createServer((request, response) => {
     };
     const frame = Buffer.from(JSON.stringify({ type: "message", message }));
     for (const client of rooms.get(name) || []) {
-      if (client.readyState === WebSocket.OPEN) client.send(frame);
+      if (client.readyState === WebSocket.OPEN) client.send(frame, { binary: false });
     }
     response.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify(message));
   });
