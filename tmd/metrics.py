@@ -88,7 +88,8 @@ class Metrics:
             self.messages_posted.labels(kind)
         self.slow_consumers = Counter(
             "tmd_slow_consumers_dropped",
-            "Live clients disconnected for falling too far behind (websocket close 1013).",
+            "Live clients disconnected for falling too far behind (websocket close 1013, event"
+            " stream cut off).",
             registry=registry)
         self.http_requests = Counter(
             "tmd_http_requests", "HTTP requests answered, by route template, method and status.",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IReactorTime, IReadDescriptor, IStreamServerEndpoint
 
 from tmd.chat import Chat
 from tmd.hub import Hub
@@ -75,6 +75,9 @@ class WebService(Listener):
         super().__init__(endpoint, self.guard, "tmd listening")
 
     async def _stop(self) -> None:
+        if IReadDescriptor.providedBy(self._port) and getattr(self._port, "connected", False):
+            self._port.doRead()  # take the connections the kernel has accepted: they are served
         await super()._stop()
         self.events.close_all()
         await self.live.close_all(self._reactor, CLOSE_TIMEOUT)
+        await self.guard.close_http(CLOSE_TIMEOUT)

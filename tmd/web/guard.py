@@ -6,7 +6,8 @@ a connection past the limit in total or from one client address (IPv6 by /64; th
 trusted proxies are counted in the total only) with a C{503} and C{Retry-After}, and
 gives each connection C{header_timeout} seconds to send its first request's headers,
 so that clients trickling half-sent requests (slowloris) hold nothing for long.
-Silence between requests is the web site's idle timeout.
+Silence between requests is the web site's idle timeout. At stop, L{Guard.close_http}
+closes each HTTP connection once it has answered the request it holds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -65,6 +67,28 @@ class GuardedConnection(ProtocolWrapper):
             if HEADERS_END in self._seen or len(self._seen) > MAX_HEADERS:
                 self._stop_deadline()
         super().dataReceived(data)
+        if self.factory.stopping:
+            self.close_when_answered()
+
+    def _http_channel(self) -> Any:
+        """The HTTP/1.1 channel (behind Twisted's HTTP/1.1-or-2 proxy); None for websockets."""
+        channel = getattr(self.wrappedProtocol, "_channel", None)
+        return channel if hasattr(channel, "requests") else None
+
+    @property
+    def http(self) -> bool:
+        return self._http_channel() is not None
+
+    def close_when_answered(self) -> None:
+        """Close once the request held is answered; at once if it holds none (between two)."""
+        channel = self._http_channel()
+        if channel is None:
+            return
+        if channel.requests:
+            channel.persistent = False  # the channel closes after answering
+        elif self._deadline is None:  # it has sent a request before: idle
+            assert self.transport is not None
+            self.transport.loseConnection()
 
     def _stop_deadline(self) -> None:
         if self._deadline is not None:
@@ -103,6 +127,26 @@ class Guard(WrappingFactory[GuardedConnection]):
         self.by_address: Counter[str] = Counter()
         self.refused = 0
         self.too_slow = 0
+        self.stopping = False
+        self._http_closed: Deferred[None] | None = None
+
+    async def close_http(self, timeout: float) -> None:
+        """
+        At stop, once the port is closed: close each HTTP connection when it has
+        answered the request it holds, at once if idle (websockets close themselves).
+        Returns once all are closed, or after C{timeout} seconds.
+        """
+        self.stopping = True
+        for connection in list(self.protocols):
+            connection.close_when_answered()
+        if not any(c.http for c in self.protocols):
+            return
+        self._http_closed = Deferred()
+        try:
+            await self._http_closed.addTimeout(timeout, self.clock)
+        except TimeoutError:
+            self.log.warn("{count} HTTP connections were still open at the end of the stop",
+                          count=sum(1 for c in self.protocols if c.http))
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
         key = None if self.trusted.trusts(addr) else address_key(addr)
@@ -123,3 +167,7 @@ class Guard(WrappingFactory[GuardedConnection]):
             self.by_address[p.key] -= 1
             if not self.by_address[p.key]:
                 del self.by_address[p.key]
+        closed = self._http_closed
+        if closed is not None and not any(c.http for c in self.protocols):
+            self._http_closed = None
+            closed.callback(None)
