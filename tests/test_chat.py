@@ -196,7 +196,8 @@ class CreateRoomTests(ChatTestCase):
             "name": "physics-101", "title": "physics-101", "state": "open",
             "created_at": "2025-11-24T16:00:00.250Z", "expires_at": "2025-11-25T16:00:00.250Z",
             "max_length": 280, "has_password": False, "hashtags": ["#phys101"], "online": 2,
-            "last_seq": 0,
+            "last_seq": 0, "id": str(room.id), "qa": False, "moderation": "none", "locked": False,
+            "host_name": "Host", "pinned": None,
         })
 
     def test_room_json_closed(self) -> None:
@@ -316,7 +317,8 @@ class PostTests(ChatTestCase):
         self.assertEqual(json.loads(event.frame), {"type": "message", "message": {
             "seq": 1, "room": "physics-101", "kind": "chat", "author": "ada", "body": "hi",
             "created_at": "2025-11-24T16:00:00.250Z", "source": None,
-            "participant_id": message.participant_id}})
+            "participant_id": message.participant_id, "question": False, "votes": 0,
+            "answered": False, "pinned": False, "host": False, "edited": False}})
         self.assertIsNotNone(message.participant_id)
 
     def test_published_after_commit(self) -> None:

@@ -26,6 +26,22 @@ EXPECTED = {
                                                 "415", "429", "503"},
     ("delete", "/api/v1/rooms/{name}/messages/{seq}"): {"204", "400", "401", "403", "404",
                                                         "503"},
+    ("patch", "/api/v1/rooms/{name}/messages/{seq}"): {"200", "400", "401", "403", "404",
+                                                       "413", "415", "503"},
+    ("put", "/api/v1/rooms/{name}/messages/{seq}/vote"): {"200", "400", "401", "403", "404",
+                                                          "503"},
+    ("delete", "/api/v1/rooms/{name}/messages/{seq}/vote"): {"200", "400", "401", "403",
+                                                             "404", "503"},
+    ("get", "/api/v1/rooms/{name}/votes"): {"200", "401", "404", "503"},
+    ("get", "/api/v1/rooms/{name}/questions"): {"200", "400", "401", "404", "503"},
+    ("get", "/api/v1/rooms/{name}/held"): {"200", "401", "404", "503"},
+    ("post", "/api/v1/rooms/{name}/held/{id}/approve"): {"201", "400", "401", "403", "404",
+                                                         "413", "415", "503"},
+    ("delete", "/api/v1/rooms/{name}/held/{id}"): {"204", "401", "403", "404", "503"},
+    ("get", "/api/v1/rooms/{name}/restricted-words"): {"200", "401", "403", "404", "503"},
+    ("put", "/api/v1/rooms/{name}/restricted-words"): {"200", "400", "401", "403", "404",
+                                                       "413", "415", "503"},
+    ("get", "/api/v1/rooms/{name}/stats"): {"200", "400", "401", "403", "404", "503"},
     ("get", "/api/v1/rooms/{name}/participants"): {"200", "401", "403", "404", "503"},
     ("post", "/api/v1/rooms/{name}/participants/{id}/mute"): {"204", "401", "403", "404",
                                                               "503"},
@@ -113,7 +129,7 @@ class OpenAPIDocumentTests(SynchronousTestCase):
             "bad_request", "invalid_name", "name_taken", "not_found", "unauthorized",
             "forbidden", "room_closed", "room_paused", "muted", "too_long", "empty",
             "rate_limited", "payload_too_large", "method_not_allowed", "unavailable",
-            "internal"})
+            "internal", "restricted", "qa_off", "not_a_question", "room_locked"})
         error = self.document["components"]["schemas"]["Error"]
         self.assertEqual(error["required"], ["error"])
 
@@ -136,7 +152,8 @@ class OpenAPIDocumentTests(SynchronousTestCase):
         """Room has every field of API.md, all required, and its example fits."""
         room = self.document["components"]["schemas"]["Room"]
         fields = ["name", "title", "state", "created_at", "expires_at", "max_length",
-                  "has_password", "hashtags", "online", "last_seq"]
+                  "has_password", "hashtags", "online", "last_seq",
+                  "id", "qa", "moderation", "locked", "host_name", "pinned"]  # room-tools.md
         self.assertEqual(room["required"], fields)
         self.assertEqual(list(room["examples"][0]), fields)
         self.assertEqual(room["properties"]["state"]["enum"], ["open", "paused", "closed"])

@@ -27,8 +27,16 @@ from twisted.python.failure import Failure
 
 from tmd.errors import NotFound, Unavailable
 from tmd.hub import Hub
-from tmd.model import Event, Message, NewMessage, Room
-from tmd.wire import deleted_frame, error_frame, message_frame, room_frame
+from tmd.model import Event, Held, Message, NewMessage, Room
+from tmd.wire import (
+    deleted_frame,
+    error_frame,
+    held_events,
+    message_frame,
+    released_event,
+    room_frame,
+    updated_event,
+)
 
 if TYPE_CHECKING:
     from txpostgres.txpostgres import Connection
@@ -79,14 +87,30 @@ def message_notice(origin: str, room: Room, new: NewMessage) -> tuple[str, str]:
     the post's statement sends C{head || seq || tail}.
     """
     head = _dump({"o": origin, "k": "m", "r": room.id, "n": room.name})[:-1] + ',"s":'
-    tail = ',"m":' + _dump({
+    fields = {
         "kind": new.kind, "author": new.author, "body": new.body,
         "created_at": new.created_at, "source": new.source,
         "participant_id": new.participant_id,
-    }) + "}"
+    }
+    fields.update({flag: True for flag in ("question", "host", "edited") if getattr(new, flag)})
+    tail = ',"m":' + _dump(fields) + "}"
     if len(head.encode()) + 20 + len(tail.encode()) > NOTIFY_LIMIT:
         tail = "}"  # too big to carry: receivers fetch the row by its seq
     return head, tail
+
+
+def held_notice(origin: str, held: Held) -> str:
+    """The notice of a post put in the approval queue, whole (its body is short enough)."""
+    return _dump({"o": origin, "k": "h", "r": held.room_id, "n": held.room, "h": {
+        "id": held.id, "participant_id": held.participant_id, "author": held.author,
+        "body": held.body, "question": held.question, "created_at": held.created_at,
+        "reason": held.reason, "matched": list(held.matched)}})
+
+
+def released_notice(origin: str, room: Room, held_id: str, participant_id: str) -> str:
+    """The head of the notice of an approval: the statement appends the seq and a C{}}."""
+    return _dump({"o": origin, "k": "a", "r": room.id, "n": room.name, "h": held_id,
+                  "p": participant_id})[:-1] + ',"s":'
 
 
 def room_gone(room_id: int) -> Event:
@@ -194,6 +218,7 @@ class PostgresBus:
         self._refresh_soon: IDelayedCall | None = None
         self._room_kinds: dict[str, Callable[[dict[str, Any]], object]] = {
             "m": self._message, "r": self._room_changed, "d": self._deleted, "x": self._gone,
+            "u": self._updated, "h": self._held, "a": self._released,
         }
         self._kinds: dict[str, Callable[[dict[str, Any]], object]] = {
             "p": self._presence, "hello": self._hello, "bye": self._bye,
@@ -320,6 +345,28 @@ class PostgresBus:
 
     def _deleted(self, notice: dict[str, Any]) -> None:
         self._order.publish(Event(room_id=notice["r"], frame=deleted_frame(int(notice["seq"]))))
+
+    def _updated(self, notice: dict[str, Any]) -> Deferred[None]:
+        """A message changed elsewhere (votes, answered): read it as it is now."""
+        room_id = notice["r"]
+
+        def read(message: Message | None) -> None:
+            if message is not None:
+                self._order.publish(updated_event(room_id, message))
+
+        return self._store.message(room_id, int(notice["s"])).addCallback(read)
+
+    def _held(self, notice: dict[str, Any]) -> None:
+        fields = notice["h"]
+        held = Held(room_id=notice["r"], room=notice["n"], **{
+            **fields, "matched": tuple(fields["matched"])})
+        for event in held_events(held):
+            self._order.publish(event)
+
+    def _released(self, notice: dict[str, Any]) -> None:
+        seq = notice["s"]
+        self._order.publish(released_event(notice["r"], notice["h"], notice["p"],
+                                           int(seq) if seq is not None else None))
 
     def _gone(self, notice: dict[str, Any]) -> None:
         self._order.publish(room_gone(notice["r"]))

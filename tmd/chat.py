@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from tmd import tokens
+from tmd import tokens, words
 from tmd.bus import Bus, LocalBus, room_gone
 from tmd.errors import (
     BadRequest,
@@ -27,8 +29,12 @@ from tmd.errors import (
     Forbidden,
     InvalidName,
     Muted,
+    NotAQuestion,
     NotFound,
+    QaOff,
+    RestrictedWord,
     RoomClosed,
+    RoomLocked,
     RoomPaused,
     TooLong,
     Unauthorized,
@@ -36,17 +42,31 @@ from tmd.errors import (
 from tmd.hub import Hub
 from tmd.limits import NO_LIMITS, RateLimiter
 from tmd.metrics import Metrics
-from tmd.model import Event, Message, NewMessage, NewRoom, Participant, Room, RoomChanges
+from tmd.model import (
+    Event,
+    Held,
+    Message,
+    NewMessage,
+    NewRoom,
+    Participant,
+    Restricted,
+    Room,
+    RoomChanges,
+    RoomStats,
+)
 from tmd.relay import Relay
 from tmd.store import IStore
 from tmd.wire import (
     deleted_frame,
     field_of,
+    held_events,
     message_frame,
     message_json,
+    released_event,
     required,
     room_frame,
     room_json,
+    updated_event,
 )
 
 T = TypeVar("T")
@@ -65,6 +85,9 @@ MAX_HASHTAGS = 10
 MAX_NICKNAME = 32
 MAX_PASSWORD = 200
 MAX_ID = 64
+MODERATION = ("none", "pre")
+RESTRICTED_ACTIONS = ("hold", "refuse")
+DEFAULT_HOST_NAME = "Host"
 
 
 def room_name(name: str) -> str:
@@ -99,6 +122,35 @@ def _bounded(request: dict[str, Any], key: str, bounds: tuple[int, int, int]) ->
     return value
 
 
+def _host_name(request: dict[str, Any], default: str) -> str:
+    name = clean_text(field_of(request, "host_name", str, default) or "")
+    if not 1 <= len(name) <= MAX_NICKNAME or "\n" in name or "\t" in name:
+        raise BadRequest(f"'host_name' is 1 to {MAX_NICKNAME} characters on one line.")
+    return name
+
+
+def _moderation(request: dict[str, Any], default: str) -> str:
+    moderation = field_of(request, "moderation", str, default)
+    if moderation not in MODERATION:
+        raise BadRequest("'moderation' is none or pre.")
+    return moderation
+
+
+def start_point(room: Room, since: int | None, room_id: str | None,
+                backlog: int) -> tuple[int, bool]:
+    """
+    The seq a live client starts after, and whether the room is new to it: a client
+    resuming (C{since}) a room of another id, or past the room's last seq, follows a
+    room deleted and created again, and starts over with the last C{backlog} messages.
+    """
+    fresh = max(0, room.last_seq - backlog)
+    if since is None:
+        return fresh, False
+    if (room_id is not None and room_id != str(room.id)) or since > room.last_seq:
+        return fresh, True
+    return since, False
+
+
 def _hashtags(request: dict[str, Any]) -> tuple[str, ...]:
     tags = field_of(request, "hashtags", list, [])
     assert tags is not None
@@ -115,6 +167,8 @@ def _hashtags(request: dict[str, Any]) -> tuple[str, ...]:
 class Chat:
     """Rooms, participants and posts; every method validates its input first."""
 
+    log = Logger()
+
     def __init__(self, store: IStore, hub: Hub, clock: IReactorTime, in_thread: InThread,
                  bus: Bus | None = None, limiter: RateLimiter | None = None,
                  relay: Relay | None = None, metrics: Metrics | None = None) -> None:
@@ -126,9 +180,16 @@ class Chat:
         self._limiter = limiter if limiter is not None else RateLimiter(NO_LIMITS, clock)
         self._relay = relay if relay is not None else Relay(store, clock)
         self._metrics = metrics if metrics is not None else Metrics()
+        self._peaks: dict[int, int] = {}
+        self._lists_loaded: set[str] = set()
+        hub.on_online = self._online
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
+
+    def online(self, room: Room) -> int:
+        """Everyone in the room now, on every daemon."""
+        return self._hub.online(room.id)
 
     def room_json(self, room: Room) -> dict[str, Any]:
         return room_json(room, self._hub.online(room.id), self.now_ms())
@@ -147,6 +208,9 @@ class Chat:
         lifetime = _bounded(request, "lifetime", LIFETIME)
         max_length = _bounded(request, "max_length", MAX_LENGTH)
         hashtags = _hashtags(request)
+        qa = field_of(request, "qa", bool, False)
+        moderation = _moderation(request, "none")
+        host_name = _host_name(request, DEFAULT_HOST_NAME)
         password = field_of(request, "password", str)
         password_hash = None
         if password is not None:
@@ -158,7 +222,8 @@ class Chat:
         new = NewRoom(
             name=name, title=title, created_at=now, expires_at=now + lifetime * 1000,
             max_length=max_length, hashtags=hashtags, password_hash=password_hash,
-            owner_token_hash=tokens.token_hash(owner_token),
+            owner_token_hash=tokens.token_hash(owner_token), qa=bool(qa), moderation=moderation,
+            host_name=host_name,
         )
         pending = self._relay.event("room.created", name, self.room_json(Room(
             id=0, state="open", last_seq=0, **attrs.asdict(new, recurse=False))))
@@ -202,13 +267,17 @@ class Chat:
             raise Unauthorized("That token is not valid in this room.")
         return participant
 
+    def is_owner(self, room: Room, token: str | None) -> bool:
+        """Whether C{token} is the room's owner token."""
+        return token is not None and hmac.compare_digest(tokens.token_hash(token),
+                                                         room.owner_token_hash)
+
     async def check_read(self, room: Room, token: str | None) -> Participant | None:
         """
         Who reads: the participant holding C{token}, or None. A password room is read
         only with a participant's or the owner's token.
         """
-        if token is not None and hmac.compare_digest(tokens.token_hash(token),
-                                                     room.owner_token_hash):
+        if self.is_owner(room, token):
             return None
         participant = await self.participant(room, token)
         if room.password_hash is not None and participant is None:
@@ -219,23 +288,255 @@ class Chat:
         return await self._store.messages(room, after, limit)
 
     async def post(self, name: str, token: str | None, request: dict[str, Any],
-                   address: str | None = None) -> Message:
-        """Post C{request["body"]} as the holder of C{token}; fans it out once committed."""
+                   address: str | None = None) -> Message | Held:
+        """
+        Post C{request["body"]} as the holder of C{token} (with C{"host": true}, the owner
+        as the host); fans it out once committed. A post the room holds for approval comes
+        back L{Held}.
+        """
         started = self._metrics.timer()
         if token is None:
             raise Unauthorized("Join the room to post: send your participant token.")
         body = clean_text(required(request, "body", str))
+        question = bool(field_of(request, "question", bool, False))
+        host = field_of(request, "host", bool, False)
         self._limiter.post_from(address)
         room = await self.room(name)
+        if host:
+            if not self.is_owner(room, token):
+                raise Forbidden("Only the room's owner posts as the host: send the owner token.")
+            return await self._host_post(room, body, question)
         participant = await self.participant(room, token)
         assert participant is not None  # a token that finds no one is refused above
-        self._check_post(room, participant, body)
+        self._check_post(room, participant, body, question)
+        matched = await self._restricted(room, body)
+        if matched and room.restricted.action == "refuse":
+            raise RestrictedWord("This room does not take messages with some of those words.")
         self._limiter.post_by(participant.id)
+        if matched or room.moderation == "pre":
+            return await self._hold(room, participant, body, question, matched)
         message = await self._add(room, NewMessage(
             kind="chat", author=participant.nickname, participant_id=participant.id, body=body,
-            created_at=self.now_ms()))
+            created_at=self.now_ms(), question=question))
         self._metrics.post_latency.observe(self._metrics.timer() - started)
         return message
+
+    async def _host_post(self, room: Room, body: str, question: bool) -> Message:
+        """The owner posts as the host: while paused or locked too, never held."""
+        if room.state_at(self.now_ms()) == "closed":
+            raise RoomClosed("This room is closed.")
+        self._check_body(room, body, question)
+        return await self._add(room, NewMessage(
+            kind="chat", author=room.host_name, participant_id=None, body=body,
+            created_at=self.now_ms(), question=question, host=True))
+
+    async def _restricted(self, room: Room, body: str) -> list[str]:
+        """The room's restricted words that C{body} contains."""
+        restricted = room.restricted
+        if not restricted.words and not restricted.lists:
+            return []
+        lists = tuple(name for name in restricted.lists if name in words.BUILTIN_LISTS)
+        for name in lists:
+            if name not in self._lists_loaded:
+                await self._in_thread(words.builtin_list, name)
+                self._lists_loaded.add(name)
+        return words.matcher(restricted.words, lists).matches(body)
+
+    async def _hold(self, room: Room, participant: Participant, body: str, question: bool,
+                    matched: list[str]) -> Held:
+        """Put a post in the approval queue; its author's and the owner's sockets hear of it."""
+        held = Held(id=tokens.new_id(), room_id=room.id, room=room.name,
+                    participant_id=participant.id, author=participant.nickname, body=body,
+                    question=question, created_at=self.now_ms(),
+                    reason="restricted" if matched else "moderation", matched=tuple(matched))
+        await self._store.hold(held)
+        for event in held_events(held):
+            self._bus.publish(event)
+        return held
+
+    async def held_posts(self, name: str, token: str | None) -> tuple[list[Held], bool]:
+        """
+        The approval queue: all of it for the owner, a participant's own posts for them;
+        and whether it is the owner's view.
+        """
+        room = await self.room(name)
+        if token is None:
+            raise Unauthorized("Send the owner's token, or a participant's for their own posts.")
+        if self.is_owner(room, token):
+            return await self._store.held_posts(room, None), True
+        participant = await self.participant(room, token)
+        assert participant is not None
+        return await self._store.held_posts(room, participant.id), False
+
+    async def approve(self, name: str, token: str | None, held_id: str,
+                      request: dict[str, Any]) -> Message:
+        """Publish a held post, perhaps edited first, with the room's next seq."""
+        room = await self.owned_room(name, token)
+        if room.state_at(self.now_ms()) == "closed":
+            raise RoomClosed("This room is closed.")
+        held = await self._store.held_post(room, held_id) if len(held_id) <= MAX_ID else None
+        if held is None:
+            raise NotFound("There is no such post waiting for approval.")
+        body = held.body
+        if request.get("body") is not None:
+            body = clean_text(required(request, "body", str))
+            self._check_body(room, body, False)
+        new = NewMessage(kind="chat", author=held.author, participant_id=held.participant_id,
+                         body=body, created_at=self.now_ms(), question=held.question,
+                         edited=body != held.body)
+
+        async def move(outbox: Any) -> Message | None:
+            return await self._store.approve(room, held.id, new, outbox=outbox)
+
+        message = await self._add(room, new, move)
+        self._bus.publish(released_event(room.id, held.id, held.participant_id, message.seq))
+        return message
+
+    async def reject(self, name: str, token: str | None, held_id: str) -> None:
+        """Drop a held post for good: no one else ever sees it."""
+        room = await self.owned_room(name, token)
+        held = await self._store.reject(room, held_id) if len(held_id) <= MAX_ID else None
+        if held is None:
+            raise NotFound("There is no such post waiting for approval.")
+        self._bus.publish(released_event(room.id, held.id, held.participant_id, None))
+
+    async def vote(self, name: str, token: str | None, seq: int, on: bool) -> int:
+        """A participant votes for a question (C{on}) or takes the vote back; its votes then."""
+        if token is None:
+            raise Unauthorized("Join the room to vote: send your participant token.")
+        room = await self.room(name)
+        participant = await self.participant(room, token)
+        assert participant is not None
+        state = room.state_at(self.now_ms())
+        if state == "closed":
+            raise RoomClosed("This room is closed.")
+        if state == "paused":
+            raise RoomPaused("This room is paused: voting is off for now.")
+        if not room.qa:
+            raise QaOff("This room does not take questions.")
+        votes = await self._store.vote(room, seq, participant.id, on, self.now_ms())
+        if votes is None:
+            await self._question(room, seq)
+            raise NotAQuestion(f"Message {seq} is not a question.")  # it has just been deleted
+        self._changed(room, seq)
+        return votes
+
+    async def voted(self, name: str, token: str | None) -> list[int]:
+        """The seqs of the questions a participant votes for."""
+        if token is None:
+            raise Unauthorized("Join the room to vote: send your participant token.")
+        room = await self.room(name)
+        participant = await self.participant(room, token)
+        assert participant is not None
+        return await self._store.voted(room, participant.id)
+
+    async def _question(self, room: Room, seq: int) -> Message:
+        """Question C{seq} of the room, or the error saying why there is none."""
+        message = await self._store.message(room.id, seq)
+        if message is None:
+            raise NotFound(f"There is no message {seq} in this room.")
+        if not message.question:
+            raise NotAQuestion(f"Message {seq} is not a question.")
+        return message
+
+    async def questions(self, room: Room, top: bool, limit: int) -> tuple[list[Message], int]:
+        return await self._store.questions(room, top, limit)
+
+    async def update_message(self, name: str, token: str | None, seq: int,
+                             request: dict[str, Any]) -> Message:
+        """The owner marks a question C{answered}, or C{pinned} a message (or not)."""
+        room = await self.owned_room(name, token)
+        answered = field_of(request, "answered", bool)
+        pinned = field_of(request, "pinned", bool)
+        if answered is None and pinned is None:
+            raise BadRequest("Send 'answered' or 'pinned' (true or false).")
+        if room.state_at(self.now_ms()) == "closed":
+            raise RoomClosed("This room is closed for good.")
+        if answered is not None:
+            await self._question(room, seq)
+            if not await self._store.set_answered(room, seq, answered):
+                raise NotFound(f"There is no message {seq} in this room.")
+        else:
+            message = await self._store.message(room.id, seq)
+            if message is None or message.kind == "system":
+                raise NotFound(f"There is no message {seq} in this room.")
+        if pinned is not None and (pinned or room.pinned == seq):
+            await self._pin(room, seq if pinned else None)
+        self._changed(room, seq)
+        message = await self._store.message(room.id, seq)
+        if message is None:
+            raise NotFound(f"There is no message {seq} in this room.")
+        return message
+
+    async def _pin(self, room: Room, seq: int | None) -> None:
+        pinned = await self._store.pin(room, seq)
+        if pinned is None:
+            raise NotFound(f"There is no room '{room.name}'.")
+        updated, before = pinned
+        self._bus.publish(Event(room_id=room.id, frame=self.room_frame(updated)))
+        if before is not None and before != seq:
+            self._changed(room, before)
+
+    def _changed(self, room: Room, seq: int) -> None:
+        """Message C{seq} changed: everyone hears of it soon, at most twice a second."""
+        def update() -> None:
+            Deferred.fromCoroutine(self._announce(room, seq)).addErrback(
+                self._failed, "announcing a change")
+
+        self._hub.throttle(("message", room.id, seq), update)
+
+    async def _announce(self, room: Room, seq: int) -> None:
+        message = await self._store.announce_change(room, seq)
+        if message is not None:
+            self._bus.publish(updated_event(room.id, message))
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        self.log.failure("{what} failed", failure, what=what)
+
+    def _online(self, room_id: int, online: int) -> None:
+        """The Hub announced who is online: keep the room's peak."""
+        if not online:
+            self._peaks.pop(room_id, None)
+        elif online > self._peaks.get(room_id, 0):
+            self._peaks[room_id] = online
+            self._store.raise_peak(room_id, online).addErrback(self._failed, "keeping the peak")
+
+    async def restricted(self, name: str, token: str | None) -> Restricted:
+        """The room's restricted words, for its owner."""
+        room = await self.owned_room(name, token)
+        return room.restricted
+
+    async def set_restricted(self, name: str, token: str | None,
+                             request: dict[str, Any]) -> Restricted:
+        """Change the room's restricted words, action or built-in lists; absent keeps them."""
+        room = await self.owned_room(name, token)
+        current = room.restricted
+        listed = field_of(request, "words", list)
+        try:
+            kept = words.check_words(listed) if listed is not None else current.words
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        action = field_of(request, "action", str, current.action)
+        if action not in RESTRICTED_ACTIONS:
+            raise BadRequest("'action' is hold or refuse.")
+        lists = field_of(request, "lists", list)
+        if lists is not None:
+            available = words.available_lists()
+            if any(not isinstance(name, str) or name not in available for name in lists):
+                raise BadRequest(f"'lists' names built-in lists: {', '.join(available)}.")
+        restricted = Restricted(words=kept, action=action,
+                                lists=tuple(dict.fromkeys(lists)) if lists is not None
+                                else current.lists)
+        if await self._store.set_restricted(room, restricted) is None:
+            raise NotFound(f"There is no room '{name}'.")
+        return restricted
+
+    async def stats(self, name: str, token: str | None) -> RoomStats:
+        """How the room's participants took part, for its owner."""
+        return await self.room_stats(await self.owned_room(name, token))
+
+    async def room_stats(self, room: Room) -> RoomStats:
+        return await self._store.stats(room)
 
     async def ingest(self, name: str, author: str, body: str, source: dict[str, Any]) -> Message:
         """
@@ -257,12 +558,22 @@ class Chat:
             kind="social", author=clean_text(author)[:MAX_NICKNAME * 4], participant_id=None,
             body=body, created_at=self.now_ms(), source=source))
 
-    async def _add(self, room: Room, new: NewMessage) -> Message:
-        """Store a new message, then fan it out and hand it to the webhooks."""
+    async def _add(self, room: Room, new: NewMessage,
+                   store: Callable[[Any], Any] | None = None) -> Message:
+        """
+        Store a new message (through C{store}, given the outbox, if not a plain post),
+        then fan it out and hand it to the webhooks.
+        """
         pending = self._relay.event("message.created", room.name, {
             **message_json(Message(seq=0, room=room.name, **attrs.asdict(new, recurse=False))),
             "seq": None})  # the store's seq, once allocated
-        message = await self._store.post(room, new, outbox=pending.outbox)
+        if store is None:
+            message = await self._store.post(room, new, outbox=pending.outbox)
+        else:
+            stored = await store(pending.outbox)
+            if stored is None:
+                raise NotFound("There is no such post waiting for approval.")
+            message = stored
         self._bus.publish(Event(room_id=room.id, frame=message_frame(message), message=message))
         pending.committed(message.seq)
         return message
@@ -283,17 +594,23 @@ class Chat:
         if state not in ("open", "paused", "closed"):
             raise BadRequest("'state' is open, paused or closed.")
         title = room.title
-        if "title" in request:
+        if request.get("title") is not None:  # null, as absent, keeps the value
             title = clean_text(required(request, "title", str)) or room.name
             if len(title) > MAX_TITLE:
                 raise BadRequest(f"'title' is at most {MAX_TITLE} characters.")
-        hashtags = _hashtags(request) if "hashtags" in request else room.hashtags
+        hashtags = _hashtags(request) if request.get("hashtags") is not None else room.hashtags
         expires_at = room.expires_at
-        if "lifetime" in request:
+        if request.get("lifetime") is not None:
             expires_at = room.created_at + _bounded(request, "lifetime", LIFETIME) * 1000
+        qa = field_of(request, "qa", bool, room.qa)
+        locked = field_of(request, "locked", bool, room.locked)
+        moderation = _moderation(request, room.moderation)
+        host_name = _host_name(request, room.host_name)
         if room.state_at(self.now_ms()) == "closed":
             raise RoomClosed("This room is closed for good.")
-        changes = RoomChanges(state=state, title=title, hashtags=hashtags, expires_at=expires_at)
+        changes = RoomChanges(state=state, title=title, hashtags=hashtags, expires_at=expires_at,
+                              qa=bool(qa), moderation=moderation, locked=bool(locked),
+                              host_name=host_name)
         pending = self._relay.event("room.updated", room.name, self.room_json(
             attrs.evolve(room, **attrs.asdict(changes, recurse=False))))
         updated = await self._store.update_room(room, changes, outbox=pending.outbox)
@@ -370,7 +687,8 @@ class Chat:
                 room, participant_id, muted):
             raise NotFound(f"There is no participant '{participant_id}' in this room.")
 
-    def _check_post(self, room: Room, participant: Participant, body: str) -> None:
+    def _check_post(self, room: Room, participant: Participant, body: str,
+                    question: bool = False) -> None:
         state = room.state_at(self.now_ms())
         if state == "closed":
             raise RoomClosed("This room is closed.")
@@ -378,6 +696,13 @@ class Chat:
             raise RoomPaused("This room is paused: posting is off for now.")
         if participant.muted:
             raise Muted("You are muted in this room.")
+        if room.locked:
+            raise RoomLocked("This room is locked: only the host posts for now.")
+        self._check_body(room, body, question)
+
+    def _check_body(self, room: Room, body: str, question: bool) -> None:
+        if question and not room.qa:
+            raise QaOff("This room does not take questions.")
         if not body:
             raise Empty("The message is empty.")
         if len(body) > room.max_length:

@@ -37,6 +37,18 @@ class TooLong(ApiError):
     status, code = 400, "too_long"
 
 
+class RestrictedWord(ApiError):
+    status, code = 400, "restricted"
+
+
+class QaOff(ApiError):
+    status, code = 400, "qa_off"
+
+
+class NotAQuestion(ApiError):
+    status, code = 400, "not_a_question"
+
+
 class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
 
@@ -51,6 +63,10 @@ class RoomClosed(ApiError):
 
 class RoomPaused(ApiError):
     status, code = 403, "room_paused"
+
+
+class RoomLocked(ApiError):
+    status, code = 403, "room_locked"
 
 
 class Muted(ApiError):

@@ -6,21 +6,28 @@ C{deliver(event)} method. Presence (how many are online) is published here too,
 coalesced so that a crowd arriving at once costs a few frames a second, not one
 per arrival. With several daemons, the Bus tells the Hub the other daemons'
 counts (L{Hub.remote_presence}) and hears of this one's (C{on_local_presence}).
+
+Some frames are for some subscribers only (a held post's author, the owner's
+sockets): each subscriber says who it is (a L{Viewer}) and an event's audience
+picks. Changes to a message (votes) are throttled here too (L{Hub.throttle}).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from tmd.model import Event
+from tmd.model import ANYONE, Event, Viewer
 from tmd.wire import presence_frame
 
 PRESENCE_INTERVAL = 0.5
 """Seconds over which presence changes in a room are coalesced into one frame."""
+
+UPDATE_INTERVAL = 0.5
+"""Seconds between two throttled updates of one thing (a message's vote count)."""
 
 
 class Subscriber(Protocol):
@@ -32,7 +39,7 @@ class Hub:
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
-        self._rooms: dict[int, dict[Subscriber, None]] = {}
+        self._rooms: dict[int, dict[Subscriber, Viewer]] = {}
         self._announced: dict[int, int] = {}
         self._presence_calls: dict[int, IDelayedCall] = {}
         self._told: dict[int, int] = {}
@@ -40,9 +47,14 @@ class Hub:
         self._heard: dict[str, float] = {}
         self.on_local_presence: Callable[[int, int], object] = lambda room_id, count: None
         """Called, coalesced, when the number of this daemon's subscribers of a room changes."""
+        self.on_online: Callable[[int, int], object] = lambda room_id, online: None
+        """Called with the number online in a room (every daemon's) when it is announced."""
+        self._throttled: dict[Hashable, IDelayedCall] = {}
+        self._again: dict[Hashable, Callable[[], object]] = {}
 
-    def subscribe(self, room_id: int, subscriber: Subscriber) -> None:
-        self._rooms.setdefault(room_id, {})[subscriber] = None
+    def subscribe(self, room_id: int, subscriber: Subscriber, viewer: Viewer = ANYONE) -> None:
+        """Deliver the room's events to C{subscriber}; those with an audience only if it is in."""
+        self._rooms.setdefault(room_id, {})[subscriber] = viewer
         self._presence_changed(room_id)
 
     def unsubscribe(self, room_id: int, subscriber: Subscriber) -> None:
@@ -108,7 +120,10 @@ class Hub:
 
     def publish(self, event: Event) -> None:
         """Hand C{event} to every subscriber of its room; one failing never stops the rest."""
-        for subscriber in list(self._rooms.get(event.room_id, ())):
+        audience = event.audience
+        for subscriber, viewer in list(self._rooms.get(event.room_id, {}).items()):
+            if audience is not None and not audience.includes(viewer):
+                continue
             try:
                 subscriber.deliver(event)
             except Exception:
@@ -130,15 +145,43 @@ class Hub:
             self.on_local_presence(room_id, local)
         if not local:  # no one here to tell
             self._announced.pop(room_id, None)
+            self.on_online(room_id, 0)
             return
         online = self.online(room_id)
         if self._announced.get(room_id, 0) == online:
             return
         self._announced[room_id] = online
+        self.on_online(room_id, online)
         self.publish(Event(room_id=room_id, frame=presence_frame(online)))
 
+    def throttle(self, key: Hashable, update: Callable[[], object]) -> None:
+        """
+        Call C{update} now, unless one for C{key} was called less than L{UPDATE_INTERVAL}
+        ago: then call the latest once that interval is over. A burst of changes costs
+        an update at once and one at most every interval, the last one after the burst.
+        """
+        if key in self._throttled:
+            self._again[key] = update
+            return
+        self._throttled[key] = self._clock.callLater(UPDATE_INTERVAL, self._unthrottle, key)
+        self._call(update)
+
+    def _unthrottle(self, key: Hashable) -> None:
+        del self._throttled[key]
+        update = self._again.pop(key, None)
+        if update is not None:
+            self.throttle(key, update)
+
+    def _call(self, update: Callable[[], object]) -> None:
+        try:
+            update()
+        except Exception:
+            self.log.failure("a throttled update failed")
+
     def stop(self) -> None:
-        """Cancel pending presence announcements (at shutdown)."""
-        for call in self._presence_calls.values():
+        """Cancel pending presence announcements and updates (at shutdown)."""
+        for call in [*self._presence_calls.values(), *self._throttled.values()]:
             call.cancel()
         self._presence_calls.clear()
+        self._throttled.clear()
+        self._again.clear()

@@ -14,6 +14,32 @@ from attrs import evolve, field, frozen
 
 
 @frozen
+class Restricted:
+    """A room's restricted words: C{action} is C{hold} or C{refuse}; C{lists} are built-in lists."""
+
+    words: tuple[str, ...] = ()
+    action: str = "hold"
+    lists: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"words": list(self.words), "action": self.action, "lists": list(self.lists)}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Restricted:
+        return cls(words=tuple(value.get("words", ())), action=value.get("action", "hold"),
+                   lists=tuple(value.get("lists", ())))
+
+
+def nickname_key(nickname: str) -> str:
+    """
+    What makes two nicknames the same: compatibility forms and case folded, invisible
+    formatting dropped, so that look-alikes such as "Ada" and its full-width twin cannot both join.
+    """
+    folded = unicodedata.normalize("NFKC", nickname).casefold()
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf")
+
+
+@frozen
 class Room:
     """A room as stored: C{id} is never reused, so a re-created name is a new room."""
 
@@ -28,6 +54,17 @@ class Room:
     owner_token_hash: bytes = field(repr=False)
     hashtags: tuple[str, ...]
     last_seq: int
+    qa: bool = False
+    """Questions and votes on."""
+    moderation: str = "none"
+    """C{none}, or C{pre}: participants' posts wait for the owner's approval."""
+    locked: bool = False
+    """Only the host posts."""
+    host_name: str = "Host"
+    pinned: int | None = None
+    """The seq of the message pinned as "now discussing"."""
+    restricted: Restricted = field(factory=Restricted, repr=False)
+    peak_online: int = 0
 
     @property
     def has_password(self) -> bool:
@@ -50,6 +87,9 @@ class NewRoom:
     hashtags: tuple[str, ...]
     password_hash: str | None
     owner_token_hash: bytes
+    qa: bool = False
+    moderation: str = "none"
+    host_name: str = "Host"
 
 
 @frozen
@@ -60,15 +100,10 @@ class RoomChanges:
     title: str
     hashtags: tuple[str, ...]
     expires_at: int
-
-
-def nickname_key(nickname: str) -> str:
-    """
-    What makes two nicknames the same: compatibility forms and case folded, invisible
-    formatting dropped, so that look-alikes such as "Ada" and its full-width twin cannot both join.
-    """
-    folded = unicodedata.normalize("NFKC", nickname).casefold()
-    return "".join(c for c in folded if unicodedata.category(c) != "Cf")
+    qa: bool = False
+    moderation: str = "none"
+    locked: bool = False
+    host_name: str = "Host"
 
 
 @frozen
@@ -90,6 +125,14 @@ class Message:
     source: dict[str, Any] | None = None
     participant_id: str | None = None
     """Who posted a chat message: the owner mutes a participant by it."""
+    question: bool = False
+    votes: int = 0
+    answered: bool = False
+    pinned: bool = False
+    host: bool = False
+    """Posted by the owner, as the host."""
+    edited: bool = False
+    """The owner edited it before approving it."""
 
 
 @frozen
@@ -102,6 +145,72 @@ class NewMessage:
     body: str
     created_at: int
     source: dict[str, Any] | None = None
+    question: bool = False
+    host: bool = False
+    edited: bool = False
+
+
+@frozen
+class Held:
+    """A post waiting for the owner's approval: it has no seq until approved."""
+
+    id: str
+    room_id: int
+    room: str
+    participant_id: str
+    author: str
+    body: str
+    question: bool
+    created_at: int
+    reason: str
+    """C{moderation} (the room is C{pre}) or C{restricted} (it matched restricted words)."""
+    matched: tuple[str, ...] = ()
+    """The restricted words or phrases it matched (a few at most)."""
+
+
+@frozen
+class ParticipantStats:
+    id: str
+    nickname: str
+    messages: int
+    questions: int
+    votes: int
+
+
+@frozen
+class RoomStats:
+    """How a room took part: per participant, in total, and the most online at once."""
+
+    participants: tuple[ParticipantStats, ...]
+    messages: int
+    questions: int
+    votes: int
+    host_messages: int
+    held: int
+    peak_online: int
+
+
+@frozen
+class Viewer:
+    """Who a live subscriber is, for the frames meant for some only."""
+
+    participant_id: str | None = None
+    owner: bool = False
+
+
+ANYONE = Viewer()
+
+
+@frozen
+class Audience:
+    """Whom an event is for, when not for everyone: some participants, the owner's sockets."""
+
+    participants: frozenset[str] = frozenset()
+    owner: bool = False
+
+    def includes(self, viewer: Viewer) -> bool:
+        return (self.owner and viewer.owner) or (
+            viewer.participant_id is not None and viewer.participant_id in self.participants)
 
 
 SEQ_PLACEHOLDER = b'"seq":null'
@@ -153,6 +262,8 @@ class Event:
     last_seq: int | None = field(default=None)
     gone: bool = field(default=False)
     """The room was deleted: after this frame, subscribers are closed."""
+    audience: Audience | None = field(default=None)
+    """Whom the frame is for; None: every subscriber of the room."""
 
     @property
     def seq(self) -> int | None:

@@ -50,9 +50,12 @@ class Transcript:
     headers: ClassVar[dict[str, str]] = {}
     """Response headers this format needs besides its C{Content-Type}."""
 
-    def __init__(self, room: dict[str, Any], exported_at: int) -> None:
+    def __init__(self, room: dict[str, Any], exported_at: int,
+                 stats: dict[str, Any] | None = None) -> None:
         self.room = room  # as the API shows it
         self.exported_at = exported_at
+        self.stats = stats
+        """The participation statistics (as the API shows them), in the owner's copy only."""
 
     @property
     def filename(self) -> str:
@@ -102,9 +105,32 @@ class TextTranscript(Transcript):
             speaker = "*"
         else:
             url = source_url(message) if message.kind == "social" else None
-            speaker = one_line(message.author) + (f" ({url})" if url else "") + ":"
+            speaker = (one_line(message.author) + (" (host)" if message.host else "")
+                       + (f" ({url})" if url else "") + ":")
+        marks = _marks(message)
+        if marks:
+            speaker += f" [{marks}]"
         continued = "".join(f"    {line}\n" for line in rest)
         return f"[{utc(message.created_at)}] {speaker} {first}\n{continued}"
+
+    def tail(self) -> str:
+        if self.stats is None:
+            return ""
+        lines = ["", "Participation", f"Peak online: {self.stats['peak_online']}",
+                 f"Messages: {self.stats['messages']} (questions: {self.stats['questions']},"
+                 f" by the host: {self.stats['host_messages']}); votes: {self.stats['votes']};"
+                 f" waiting for approval: {self.stats['held']}", ""]
+        lines += [f"{one_line(p['nickname'])}: {p['messages']} messages, {p['questions']}"
+                  f" questions, {p['votes']} votes" for p in self.stats["participants"]]
+        return "\n".join(lines) + "\n"
+
+
+def _marks(message: Message) -> str:
+    """What a transcript line says of a question: C{question, 4 votes, answered}."""
+    if not message.question:
+        return ""
+    votes = "1 vote" if message.votes == 1 else f"{message.votes} votes"
+    return "question, " + votes + (", answered" if message.answered else "")
 
 
 class JsonTranscript(Transcript):
@@ -112,8 +138,9 @@ class JsonTranscript(Transcript):
 
     extension, media_type = "json", "application/json; charset=utf-8"
 
-    def __init__(self, room: dict[str, Any], exported_at: int) -> None:
-        super().__init__(room, exported_at)
+    def __init__(self, room: dict[str, Any], exported_at: int,
+                 stats: dict[str, Any] | None = None) -> None:
+        super().__init__(room, exported_at, stats)
         self._first = True
 
     def head(self) -> str:
@@ -127,7 +154,9 @@ class JsonTranscript(Transcript):
         return text
 
     def tail(self) -> str:
-        return "\n]}\n"
+        if self.stats is None:
+            return "\n]}\n"
+        return f"\n],\n\"stats\":{_json(self.stats)}}}\n"
 
 
 def _json(value: Any) -> str:
@@ -160,9 +189,20 @@ class CsvTranscript(Transcript):
 
     @staticmethod
     def _rows(rows: list[tuple[object, ...]]) -> str:
-        out = io.StringIO()
-        csv.writer(out).writerows([_cell(value) for value in row] for row in rows)
-        return out.getvalue()
+        return _csv_rows(rows)
+
+
+def _csv_rows(rows: list[tuple[object, ...]]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerows([_cell(value) for value in row] for row in rows)
+    return out.getvalue()
+
+
+def stats_csv(stats: dict[str, Any]) -> str:
+    """The participation statistics (as the API shows them): one row per participant."""
+    return _csv_rows([("id", "nickname", "messages", "questions", "votes")] + [
+        (p["id"], p["nickname"], p["messages"], p["questions"], p["votes"])
+        for p in stats["participants"]])
 
 
 _STYLE = """
@@ -177,6 +217,9 @@ time { color: #666; font-variant-numeric: tabular-nums; margin-right: .5rem; }
 .body { white-space: pre-wrap; overflow-wrap: anywhere; }
 .system { color: #555; font-style: italic; }
 .source { margin-left: .4rem; font-size: .85em; }
+.marks { margin-left: .4rem; font-size: .85em; color: #555; }
+table { border-collapse: collapse; margin-top: 1rem; }
+th, td { text-align: left; padding: .2rem .6rem; border-bottom: 1px solid #eee; }
 @media print {
   body { font-size: 10pt; color: #000; max-width: none; margin: 0; }
   li { break-inside: avoid; border-color: #ccc; }
@@ -225,8 +268,11 @@ class HtmlTranscript(Transcript):
                  f'<time datetime="{timestamp(message.created_at)}">'
                  f"{utc(message.created_at)}</time>"]
         if message.kind != "system" and message.author is not None:
-            parts.append(f'<span class="author">{_escape(message.author)}</span>')
+            host = " (host)" if message.host else ""
+            parts.append(f'<span class="author">{_escape(message.author)}{host}</span>')
         parts.append(f'<span class="body">{_escape(message.body)}</span>')
+        if marks := _marks(message):
+            parts.append(f'<span class="marks">{_escape(marks)}</span>')
         url = source_url(message)
         if url is not None and url.startswith(("https://", "http://")):
             parts.append(f'<a class="source" href="{_escape(url)}" rel="nofollow noreferrer">'
@@ -234,7 +280,20 @@ class HtmlTranscript(Transcript):
         return "".join(parts) + "</li>\n"
 
     def tail(self) -> str:
-        return "</ol>\n</body>\n</html>\n"
+        return "</ol>\n" + self._stats() + "</body>\n</html>\n"
+
+    def _stats(self) -> str:
+        if self.stats is None:
+            return ""
+        s = self.stats
+        rows = "".join(
+            f"<tr><td>{_escape(p['nickname'])}</td><td>{p['messages']}</td>"
+            f"<td>{p['questions']}</td><td>{p['votes']}</td></tr>\n" for p in s["participants"])
+        return (f"<section>\n<h2>Participation</h2>\n<p>Peak online: {s['peak_online']}."
+                f" Messages: {s['messages']} (questions: {s['questions']}, by the host:"
+                f" {s['host_messages']}). Votes: {s['votes']}. Waiting for approval:"
+                f" {s['held']}.</p>\n<table>\n<tr><th>participant</th><th>messages</th>"
+                f"<th>questions</th><th>votes</th></tr>\n{rows}</table>\n</section>\n")
 
 
 FORMATS: dict[str, type[Transcript]] = {

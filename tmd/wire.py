@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tmd.errors import ApiError, BadRequest
-from tmd.model import Message, Participant, Room
+from tmd.model import Audience, Event, Held, Message, Participant, Room, RoomStats
 
 T = TypeVar("T")
 
@@ -35,6 +35,12 @@ def room_json(room: Room, online: int, now_ms: int) -> dict[str, Any]:
         "hashtags": list(room.hashtags),
         "online": online,
         "last_seq": room.last_seq,
+        "id": str(room.id),
+        "qa": room.qa,
+        "moderation": room.moderation,
+        "locked": room.locked,
+        "host_name": room.host_name,
+        "pinned": room.pinned,
     }
 
 
@@ -48,6 +54,42 @@ def message_json(message: Message) -> dict[str, Any]:
         "created_at": timestamp(message.created_at),
         "source": message.source,
         "participant_id": message.participant_id,
+        "question": message.question,
+        "votes": message.votes,
+        "answered": message.answered,
+        "pinned": message.pinned,
+        "host": message.host,
+        "edited": message.edited,
+    }
+
+
+def held_json(held: Held, owner: bool) -> dict[str, Any]:
+    """A held post; the words it matched only for the owner."""
+    return {
+        "id": held.id,
+        "room": held.room,
+        "author": held.author,
+        "participant_id": held.participant_id,
+        "body": held.body,
+        "question": held.question,
+        "created_at": timestamp(held.created_at),
+        "reason": held.reason,
+        "matched": list(held.matched) if owner else [],
+    }
+
+
+def stats_json(stats: RoomStats, online: int) -> dict[str, Any]:
+    return {
+        "participants": [
+            {"id": p.id, "nickname": p.nickname, "messages": p.messages,
+             "questions": p.questions, "votes": p.votes} for p in stats.participants],
+        "messages": stats.messages,
+        "questions": stats.questions,
+        "votes": stats.votes,
+        "host_messages": stats.host_messages,
+        "held": stats.held,
+        "peak_online": max(stats.peak_online, online),
+        "online": online,
     }
 
 
@@ -80,6 +122,38 @@ def deleted_frame(seq: int) -> bytes:
     return encode({"type": "deleted", "seq": seq})
 
 
+def ack_json(ref: str | None, posted: Message | Held) -> dict[str, Any]:
+    """The reply to a post over a live connection: its seq, or the id it is held under."""
+    if isinstance(posted, Held):
+        return {"type": "ack", "ref": ref, "seq": None, "held": posted.id}
+    return {"type": "ack", "ref": ref, "seq": posted.seq}
+
+
+def updated_event(room_id: int, message: Message) -> Event:
+    """A message's votes, answered or pinned changed: everyone gets it whole."""
+    return Event(room_id=room_id,
+                 frame=encode({"type": "updated", "message": message_json(message)}))
+
+
+def held_events(held: Held) -> list[Event]:
+    """A post was held: its author's sockets hear it is pending, the owner's that it is queued."""
+    return [
+        Event(room_id=held.room_id, audience=Audience(owner=True),
+              frame=encode({"type": "held", "held": held_json(held, owner=True)})),
+        Event(room_id=held.room_id,
+              audience=Audience(participants=frozenset({held.participant_id})),
+              frame=encode({"type": "pending", "held": held_json(held, owner=False)})),
+    ]
+
+
+def released_event(room_id: int, held_id: str, participant_id: str, seq: int | None) -> Event:
+    """A held post was approved (with its seq) or rejected: for the owner and its author."""
+    return Event(
+        room_id=room_id, audience=Audience(participants=frozenset({participant_id}), owner=True),
+        frame=encode({"type": "released", "id": held_id,
+                      "outcome": "approved" if seq is not None else "rejected", "seq": seq}))
+
+
 def presence_frame(online: int) -> bytes:
     return encode({"type": "presence", "online": online})
 
@@ -100,6 +174,8 @@ def decode_object(data: bytes) -> dict[str, Any]:
         raise BadRequest("The body is not valid UTF-8.") from None
     except ValueError as e:
         raise BadRequest(f"The body is not valid JSON: {e}.") from None
+    except RecursionError:  # json recurses per level: thousands of [[[[ exhaust the stack
+        raise BadRequest("The body is not valid JSON: it is nested too deeply.") from None
     if not isinstance(value, dict):
         raise BadRequest("The body must be a JSON object.")
     return value
@@ -116,6 +192,8 @@ def field_of(obj: dict[str, Any], key: str, kind: type[T], default: T | None = N
     value = obj.get(key)
     if value is None:
         return default
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 538.0 is the integer 538
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BadRequest(f"'{key}' must be {_TYPE_NAMES.get(kind, kind.__name__)}.")
     return value

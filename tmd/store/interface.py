@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
-from tmd.model import Delivery, Message, NewMessage, NewRoom, Participant, Room, RoomChanges
+from tmd.model import (
+    Delivery,
+    Held,
+    Message,
+    NewMessage,
+    NewRoom,
+    Participant,
+    Restricted,
+    Room,
+    RoomChanges,
+    RoomStats,
+)
 
 # zope interface methods are declared without self.
 
@@ -87,14 +98,80 @@ class IStore(Interface):
         and the room's last seq, read in one transaction.
         """
 
+    def message(room_id: int, seq: int) -> Deferred[Message | None]:
+        """The undeleted message C{seq} of the room with that id, or None."""
+
+    def announce_change(room: Room, seq: int) -> Deferred[Message | None]:
+        """
+        The undeleted message C{seq} as it is now, or None; with a shared database the
+        other daemons hear that it changed (they read it themselves).
+        """
+
+    def vote(room: Room, seq: int, participant_id: str, on: bool,
+             now_ms: int) -> Deferred[int | None]:
+        """
+        Add (C{on}) or take back a participant's vote for question C{seq}, at most one
+        each; the question's votes after it, or None if there is no undeleted question C{seq}.
+        """
+
+    def voted(room: Room, participant_id: str) -> Deferred[list[int]]:
+        """The seqs of the undeleted questions the participant votes for, ascending."""
+
+    def set_answered(room: Room, seq: int, answered: bool) -> Deferred[bool]:
+        """Mark question C{seq} answered or not; False if there is no undeleted question C{seq}."""
+
+    def pin(room: Room, seq: int | None) -> Deferred[tuple[Room, int | None] | None]:
+        """
+        Pin message C{seq} (None: unpin); the room as it is then and the seq pinned
+        before, or None if the room is gone.
+        """
+
+    def set_restricted(room: Room, restricted: Restricted) -> Deferred[Room | None]:
+        """Store the room's restricted words; the updated room, or None if it is gone."""
+
+    def questions(room: Room, top: bool, limit: int) -> Deferred[tuple[list[Message], int]]:
+        """
+        Up to C{limit} undeleted questions: most votes first (C{top}), else newest first;
+        and the room's last seq.
+        """
+
+    def hold(held: Held) -> Deferred[None]:
+        """Put a post in its room's approval queue."""
+
+    def held_posts(room: Room, participant_id: str | None) -> Deferred[list[Held]]:
+        """The room's queue, oldest first: everyone's, or only one participant's."""
+
+    def held_post(room: Room, held_id: str) -> Deferred[Held | None]:
+        """One post of the room's queue, or None."""
+
+    def approve(room: Room, held_id: str, new: NewMessage,
+                outbox: Sequence[Delivery] = ()) -> Deferred[Message | None]:
+        """
+        Take the held post out of the queue and add C{new} in its place with the room's
+        next seq, in one transaction (as L{post}); None if it is no longer held.
+        """
+
+    def reject(room: Room, held_id: str) -> Deferred[Held | None]:
+        """Take the held post out of the queue for good; it, or None if it was not there."""
+
+    def stats(room: Room) -> Deferred[RoomStats]:
+        """How the room's participants took part."""
+
+    def raise_peak(room_id: int, online: int) -> Deferred[None]:
+        """Remember C{online} as the room's peak if it is more than the one stored."""
+
     def add_outbox(deliveries: Sequence[Delivery]) -> Deferred[None]:
         """
         Store C{deliveries}, in order, in one transaction. A delivery already stored
         (the same id and destination) is left as it is.
         """
 
-    def pending_deliveries(limit: int) -> Deferred[list[Delivery]]:
-        """Up to C{limit} stored deliveries, not dead-lettered, in the order they were stored."""
+    def pending_deliveries(limit: int, destination: str | None = None,
+                           ) -> Deferred[list[Delivery]]:
+        """
+        Up to C{limit} stored deliveries, not dead-lettered, in the order they were
+        stored; only C{destination}'s if given.
+        """
 
     def delivered(delivery: Delivery) -> Deferred[None]:
         """Forget C{delivery} (by id and destination); nothing happens if it is gone already."""

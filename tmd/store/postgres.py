@@ -50,16 +50,21 @@ from tmd.errors import NameTaken, NotFound, Unavailable
 from tmd.model import (
     SEQ_PLACEHOLDER,
     Delivery,
+    Held,
     Message,
     NewMessage,
     NewRoom,
     Participant,
+    ParticipantStats,
+    Restricted,
     Room,
     RoomChanges,
+    RoomStats,
     nickname_key,
 )
 from tmd.store.interface import IStore
 from tmd.store.migrations import Migration, migrations
+from tmd.store.stats import participant_stats, room_stats
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -81,8 +86,13 @@ RETRY_AFTER = 2
 
 _ROOM_COLUMNS = (
     "id, name, title, state, created_at, expires_at, max_length, password_hash,"
-    " owner_token_hash, hashtags, last_seq"
+    " owner_token_hash, hashtags, last_seq, qa, moderation, locked, host_name, pinned_seq,"
+    " restricted, peak_online"
 )
+
+_MESSAGE_COLUMNS = ("m.seq, m.kind, m.author, m.body, m.created_at, m.source, m.participant_id,"
+                    " m.question, m.votes, m.answered, m.seq = r.pinned_seq, m.host, m.edited")
+"""A message's columns (C{m} is the message's table), as L{_message} takes them after the name."""
 
 _DELIVERY_COLUMNS = "id, destination, created_at, method, path, content_type, event, body"
 
@@ -123,15 +133,18 @@ def _deliveries(deliveries: Sequence[Delivery]) -> str:
 # The outbox is opt-in: each write below has its statement without one (as it always was)
 # and one with a CTE more, which stores the deliveries in the same statement and transaction.
 
-_POST_CHANGE = """
+_POST_NEXT = """
 WITH next AS (
     UPDATE rooms SET last_seq = last_seq + 1 WHERE id = %(room_id)s RETURNING id, last_seq
-), inserted AS (
-    INSERT INTO messages (room_id, seq, kind, author, participant_id, body, created_at, source)
+)"""
+_POST_INSERT = """, inserted AS (
+    INSERT INTO messages (room_id, seq, kind, author, participant_id, body, created_at, source,
+                          question, host, edited)
     SELECT id, last_seq, %(kind)s, %(author)s, %(participant_id)s, %(body)s, %(created_at)s,
-           %(source)s::jsonb
+           %(source)s::jsonb, %(question)s, %(host)s, %(edited)s
     FROM next RETURNING seq
 )"""
+_POST_CHANGE = _POST_NEXT + _POST_INSERT
 _POST_NOTIFY = """
 SELECT seq, pg_notify(%(channel)s, %(head)s || seq || %(tail)s) FROM inserted
 """
@@ -148,15 +161,16 @@ _POST_OUTBOX = _POST_CHANGE + _outboxed(
 
 _CREATE_ROOM = (
     "INSERT INTO rooms (name, title, created_at, expires_at, max_length,"
-    " password_hash, hashtags, owner_token_hash)"
-    f" VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s) RETURNING {_ROOM_COLUMNS}"
+    " password_hash, hashtags, owner_token_hash, qa, moderation, host_name)"
+    f" VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s) RETURNING {_ROOM_COLUMNS}"
 )
 _CREATE_ROOM_OUTBOX = (f"WITH created AS ({_CREATE_ROOM}){_outboxed('created')}"
                        " SELECT * FROM created")
 
 _UPDATE_ROOM_CHANGE = (
     "WITH updated AS (UPDATE rooms SET state = %s, title = %s, hashtags = %s::jsonb,"
-    f" expires_at = %s WHERE id = %s RETURNING {_ROOM_COLUMNS})"
+    " expires_at = %s, qa = %s, moderation = %s, locked = %s, host_name = %s"
+    f" WHERE id = %s RETURNING {_ROOM_COLUMNS})"
 )
 _UPDATE_ROOM_NOTIFY = " SELECT updated.*, pg_notify(%s, %s) FROM updated"
 _UPDATE_ROOM = _UPDATE_ROOM_CHANGE + _UPDATE_ROOM_NOTIFY
@@ -169,20 +183,119 @@ _DELETE_ROOM_OUTBOX = _DELETE_ROOM_CHANGE + _outboxed("deleted") + _DELETE_NOTIF
 
 _DELETE_MESSAGE_CHANGE = (
     "WITH deleted AS (UPDATE messages SET deleted = true"
-    " WHERE room_id = %s AND seq = %s AND NOT deleted RETURNING seq)"
+    " WHERE room_id = %s AND seq = %s AND NOT deleted RETURNING room_id, seq),"
+    " unpinned AS (UPDATE rooms SET pinned_seq = NULL FROM deleted"
+    " WHERE rooms.id = deleted.room_id AND rooms.pinned_seq = deleted.seq)"
 )
 _DELETE_MESSAGE = _DELETE_MESSAGE_CHANGE + _DELETE_NOTIFY
 _DELETE_MESSAGE_OUTBOX = _DELETE_MESSAGE_CHANGE + _outboxed("deleted") + _DELETE_NOTIFY
 
 _ADD_OUTBOX = _insert_deliveries("%s")
 
-_MESSAGES = """
-SELECT r.last_seq, m.seq, m.kind, m.author, m.body, m.created_at, m.source, m.participant_id
-FROM rooms r LEFT JOIN LATERAL (
-    SELECT seq, kind, author, body, created_at, source, participant_id FROM messages
-    WHERE room_id = r.id AND seq > %(after)s AND NOT deleted ORDER BY seq LIMIT %(limit)s
+_PARTICIPANT_STATS = participant_stats("%(room)s")
+_ROOM_STATS = room_stats("%(room)s")
+
+_MESSAGES = f"""
+SELECT r.last_seq, m.* FROM rooms r LEFT JOIN LATERAL (
+    SELECT {_MESSAGE_COLUMNS} FROM messages m
+    WHERE m.room_id = r.id AND m.seq > %(after)s AND NOT m.deleted ORDER BY m.seq LIMIT %(limit)s
 ) m ON true
 WHERE r.id = %(room_id)s ORDER BY m.seq
+"""
+
+_TOP_QUESTIONS, _NEWEST_QUESTIONS = (f"""
+SELECT r.last_seq, m.* FROM rooms r LEFT JOIN LATERAL (
+    SELECT {_MESSAGE_COLUMNS} FROM messages m
+    WHERE m.room_id = r.id AND m.question AND NOT m.deleted ORDER BY {order} LIMIT %(limit)s
+) m ON true
+WHERE r.id = %(room_id)s ORDER BY {outer}
+""" for order, outer in (("m.votes DESC, m.seq", "m.votes DESC, m.seq"),
+                        ("m.seq DESC", "m.seq DESC")))
+
+_MESSAGE = f"""
+SELECT r.name, {_MESSAGE_COLUMNS} FROM messages m JOIN rooms r ON r.id = m.room_id
+WHERE m.room_id = %(room_id)s AND m.seq = %(seq)s AND NOT m.deleted
+"""
+
+# Other daemons hear that the message changed, and read it themselves (as bus.update_notice).
+_ANNOUNCE_CHANGE = _MESSAGE.replace(
+    "FROM messages m", ", pg_notify(%(channel)s, json_build_object('o', %(origin)s, 'k', 'u',"
+    " 'r', m.room_id, 'n', r.name, 's', m.seq)::text) FROM messages m", 1)
+
+# A vote locks its question's row: concurrent votes on it count one after another.
+_VOTE_TARGET = """
+WITH target AS (
+    SELECT room_id, seq FROM messages
+    WHERE room_id = %(room_id)s AND seq = %(seq)s AND question AND NOT deleted FOR UPDATE
+)"""
+_VOTE = _VOTE_TARGET + """, changed AS (
+    INSERT INTO votes (room_id, seq, participant_id, created_at)
+    SELECT room_id, seq, %(participant_id)s, %(now)s FROM target ON CONFLICT DO NOTHING RETURNING 1
+), counted AS (
+    UPDATE messages m SET votes = m.votes + (SELECT count(*) FROM changed) FROM target t
+    WHERE m.room_id = t.room_id AND m.seq = t.seq RETURNING m.votes
+)
+SELECT votes FROM counted
+"""
+_UNVOTE = _VOTE_TARGET + """, changed AS (
+    DELETE FROM votes v USING target t
+    WHERE v.room_id = t.room_id AND v.seq = t.seq AND v.participant_id = %(participant_id)s
+    RETURNING 1
+), counted AS (
+    UPDATE messages m SET votes = m.votes - (SELECT count(*) FROM changed) FROM target t
+    WHERE m.room_id = t.room_id AND m.seq = t.seq RETURNING m.votes
+)
+SELECT votes FROM counted
+"""
+
+# The seq pinned before comes from the row as locked, so concurrent pins each see the last.
+_PIN = f"""
+WITH updated AS (
+    UPDATE rooms r SET pinned_seq = %(seq)s
+    FROM (SELECT id, pinned_seq FROM rooms WHERE id = %(room_id)s FOR UPDATE) o
+    WHERE r.id = o.id RETURNING {", ".join("r." + c.strip() for c in _ROOM_COLUMNS.split(","))},
+    o.pinned_seq AS before
+)
+SELECT updated.*, pg_notify(%(channel)s, %(notice)s) FROM updated
+"""
+
+_HELD_COLUMNS = "id, participant_id, author, body, question, created_at, reason, matched"
+
+_HOLD = f"""
+WITH added AS (
+    INSERT INTO held (room_id, {_HELD_COLUMNS})
+    VALUES (%(room_id)s, %(id)s, %(participant_id)s, %(author)s, %(body)s, %(question)s,
+            %(created_at)s, %(reason)s, %(matched)s::jsonb)
+    RETURNING id
+)
+SELECT pg_notify(%(channel)s, %(notice)s) FROM added
+"""
+
+# Approving moves a held post into the messages: the post's statement, with the room's next
+# seq taken only if the post was still held (approved once, however many approve it at once).
+_APPROVE_NEXT = """
+WITH taken AS (
+    DELETE FROM held WHERE room_id = %(room_id)s AND id = %(held_id)s RETURNING id
+), next AS (
+    UPDATE rooms SET last_seq = last_seq + 1
+    WHERE id = %(room_id)s AND EXISTS (SELECT FROM taken) RETURNING id, last_seq
+)"""
+_APPROVE_NOTIFY = """
+SELECT seq, pg_notify(%(channel)s, %(head)s || seq || %(tail)s),
+       pg_notify(%(channel)s, %(released)s || seq || '}') FROM inserted
+"""
+_APPROVE = _APPROVE_NEXT + _POST_INSERT + _APPROVE_NOTIFY
+_APPROVE_OUTBOX = _APPROVE_NEXT + _POST_INSERT + _POST_OUTBOX[len(_POST_CHANGE):].replace(
+    _POST_NOTIFY, _APPROVE_NOTIFY)
+
+_REJECT = f"""
+WITH gone AS (
+    DELETE FROM held WHERE room_id = %(room_id)s AND id = %(held_id)s RETURNING {_HELD_COLUMNS}
+)
+SELECT gone.*, pg_notify(%(channel)s, json_build_object(
+    'o', %(origin)s, 'k', 'a', 'r', %(room_id)s, 'n', %(name)s, 'h', id, 'p', participant_id,
+    's', NULL)::text)
+FROM gone
 """
 
 # Rooms the reaper takes are locked and skipped by the others (SKIP LOCKED), so each room
@@ -427,6 +540,14 @@ def _outbox_parameter(outbox: Sequence[Delivery]) -> tuple[str, ...]:
     return (_deliveries(outbox),) if outbox else ()
 
 
+def _posted(room: Room, new: NewMessage, seq: int) -> Message:
+    """The message C{new} became, with its seq."""
+    return Message(seq=seq, room=room.name, kind=new.kind, author=new.author, body=new.body,
+                   created_at=new.created_at, source=new.source,
+                   participant_id=new.participant_id, question=new.question, host=new.host,
+                   edited=new.edited)
+
+
 def _delivery(id: str, destination: str, created_at: int, method: str, path: str,
               content_type: str | None, event: str | None, body: memoryview) -> Delivery:
     return Delivery(id=id, destination=destination, created_at=created_at, method=method,
@@ -435,19 +556,33 @@ def _delivery(id: str, destination: str, created_at: int, method: str, path: str
 
 def _room(row: Sequence[Any]) -> Room:
     (id, name, title, state, created_at, expires_at, max_length, password_hash,
-     owner_token_hash, hashtags, last_seq) = row
+     owner_token_hash, hashtags, last_seq, qa, moderation, locked, host_name, pinned_seq,
+     restricted, peak_online) = row
     return Room(
         id=id, name=name, title=title, state=state, created_at=created_at,
         expires_at=expires_at, max_length=max_length, password_hash=password_hash,
         owner_token_hash=bytes(owner_token_hash), hashtags=tuple(hashtags), last_seq=last_seq,
+        qa=qa, moderation=moderation, locked=locked, host_name=host_name, pinned=pinned_seq,
+        restricted=Restricted.from_json(restricted), peak_online=peak_online,
     )
 
 
 def _message(room_name: str, seq: int, kind: str, author: str | None, body: str,
              created_at: int, source: dict[str, Any] | None,
-             participant_id: str | None) -> Message:
+             participant_id: str | None, question: bool = False, votes: int = 0,
+             answered: bool = False, pinned: bool | None = False, host: bool = False,
+             edited: bool = False) -> Message:
     return Message(seq=seq, room=room_name, kind=kind, author=author, body=body,
-                   created_at=created_at, source=source, participant_id=participant_id)
+                   created_at=created_at, source=source, participant_id=participant_id,
+                   question=question, votes=votes, answered=answered, pinned=bool(pinned),
+                   host=host, edited=edited)
+
+
+def _held(room: Room, id: str, participant_id: str, author: str, body: str, question: bool,
+          created_at: int, reason: str, matched: list[str]) -> Held:
+    return Held(id=id, room_id=room.id, room=room.name, participant_id=participant_id,
+                author=author, body=body, question=question, created_at=created_at,
+                reason=reason, matched=tuple(matched))
 
 
 @implementer(IStore)
@@ -548,7 +683,7 @@ class PostgresStore:
                 _CREATE_ROOM_OUTBOX if outbox else _CREATE_ROOM,
                 (new.name, new.title, new.created_at, new.expires_at, new.max_length,
                  new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash,
-                 *_outbox_parameter(outbox)))
+                 new.qa, new.moderation, new.host_name, *_outbox_parameter(outbox)))
         except psycopg2.errors.UniqueViolation as e:
             if e.diag.constraint_name != "rooms_name_key":
                 raise
@@ -602,21 +737,25 @@ class PostgresStore:
     @_deferred
     async def post(self, room: Room, new: NewMessage,
                    outbox: Sequence[Delivery] = ()) -> Message:
+        rows = await self._query(_POST_OUTBOX if outbox else _POST,
+                                 self._post_parameters(room, new, outbox))
+        if not rows:
+            raise NotFound(f"There is no room '{room.name}'.")
+        return _posted(room, new, rows[0][0])
+
+    def _post_parameters(self, room: Room, new: NewMessage,
+                         outbox: Sequence[Delivery]) -> dict[str, Any]:
         head, tail = bus.message_notice(self.origin, room, new)
         params = {
             "room_id": room.id, "kind": new.kind, "author": new.author,
             "participant_id": new.participant_id, "body": new.body, "created_at": new.created_at,
             "source": json.dumps(new.source) if new.source is not None else None,
+            "question": new.question, "host": new.host, "edited": new.edited,
             "channel": self.channel, "head": head, "tail": tail,
         }
         if outbox:
             params["outbox"] = _deliveries(outbox)
-        rows = await self._query(_POST_OUTBOX if outbox else _POST, params)
-        if not rows:
-            raise NotFound(f"There is no room '{room.name}'.")
-        return Message(seq=rows[0][0], room=room.name, kind=new.kind, author=new.author,
-                       body=new.body, created_at=new.created_at, source=new.source,
-                       participant_id=new.participant_id)
+        return params
 
     @_deferred
     async def update_room(self, room: Room, changed: RoomChanges,
@@ -624,7 +763,8 @@ class PostgresStore:
         rows = await self._query(
             _UPDATE_ROOM_OUTBOX if outbox else _UPDATE_ROOM,
             (changed.state, changed.title, json.dumps(list(changed.hashtags)),
-             changed.expires_at, room.id, *_outbox_parameter(outbox), self.channel,
+             changed.expires_at, changed.qa, changed.moderation, changed.locked,
+             changed.host_name, room.id, *_outbox_parameter(outbox), self.channel,
              bus.room_notice(self.origin, "r", room)))
         return _room(rows[0][:-1]) if rows else None
 
@@ -682,11 +822,120 @@ class PostgresStore:
 
     @_deferred
     async def message(self, room_id: int, seq: int) -> Message | None:
-        rows = await self._query(
-            "SELECT r.name, m.seq, m.kind, m.author, m.body, m.created_at, m.source,"
-            " m.participant_id FROM messages m JOIN rooms r ON r.id = m.room_id"
-            " WHERE m.room_id = %s AND m.seq = %s AND NOT m.deleted", (room_id, seq))
+        rows = await self._query(_MESSAGE, {"room_id": room_id, "seq": seq})
         return _message(*rows[0]) if rows else None
+
+    @_deferred
+    async def announce_change(self, room: Room, seq: int) -> Message | None:
+        rows = await self._query(_ANNOUNCE_CHANGE, {
+            "room_id": room.id, "seq": seq, "channel": self.channel, "origin": self.origin})
+        return _message(*rows[0][:-1]) if rows else None
+
+    @_deferred
+    async def vote(self, room: Room, seq: int, participant_id: str, on: bool,
+                   now_ms: int) -> int | None:
+        rows = await self._query(_VOTE if on else _UNVOTE, {
+            "room_id": room.id, "seq": seq, "participant_id": participant_id, "now": now_ms})
+        return int(rows[0][0]) if rows else None
+
+    @_deferred
+    async def voted(self, room: Room, participant_id: str) -> list[int]:
+        rows = await self._query(
+            "SELECT v.seq FROM votes v JOIN messages m ON m.room_id = v.room_id AND m.seq = v.seq"
+            " WHERE v.room_id = %s AND v.participant_id = %s AND NOT m.deleted ORDER BY v.seq",
+            (room.id, participant_id))
+        return [seq for (seq,) in rows]
+
+    @_deferred
+    async def set_answered(self, room: Room, seq: int, answered: bool) -> bool:
+        rows = await self._query(
+            "UPDATE messages SET answered = %s WHERE room_id = %s AND seq = %s AND question"
+            " AND NOT deleted RETURNING seq", (answered, room.id, seq))
+        return bool(rows)
+
+    @_deferred
+    async def pin(self, room: Room, seq: int | None) -> tuple[Room, int | None] | None:
+        rows = await self._query(_PIN, {
+            "room_id": room.id, "seq": seq, "channel": self.channel,
+            "notice": bus.room_notice(self.origin, "r", room)})
+        if not rows:
+            return None
+        return _room(rows[0][:-2]), rows[0][-2]
+
+    @_deferred
+    async def set_restricted(self, room: Room, restricted: Restricted) -> Room | None:
+        rows = await self._query(
+            f"UPDATE rooms SET restricted = %s::jsonb WHERE id = %s RETURNING {_ROOM_COLUMNS}",
+            (json.dumps(restricted.to_json()), room.id))
+        return _room(rows[0]) if rows else None
+
+    @_deferred
+    async def questions(self, room: Room, top: bool, limit: int) -> tuple[list[Message], int]:
+        rows = await self._query(_TOP_QUESTIONS if top else _NEWEST_QUESTIONS,
+                                 {"room_id": room.id, "limit": limit})
+        if not rows:
+            raise NotFound(f"There is no room '{room.name}'.")
+        found = [_message(room.name, *row[1:]) for row in rows if row[1] is not None]
+        return found, rows[0][0]
+
+    @_deferred
+    async def hold(self, held: Held) -> None:
+        await self._query(_HOLD, {
+            "room_id": held.room_id, "id": held.id, "participant_id": held.participant_id,
+            "author": held.author, "body": held.body, "question": held.question,
+            "created_at": held.created_at, "reason": held.reason,
+            "matched": json.dumps(list(held.matched)), "channel": self.channel,
+            "notice": bus.held_notice(self.origin, held)})
+
+    @_deferred
+    async def held_posts(self, room: Room, participant_id: str | None) -> list[Held]:
+        rows = await self._query(
+            f"SELECT {_HELD_COLUMNS} FROM held WHERE room_id = %(room_id)s"
+            " AND (%(participant_id)s::text IS NULL OR participant_id = %(participant_id)s)"
+            " ORDER BY created_at, id", {"room_id": room.id, "participant_id": participant_id})
+        return [_held(room, *row) for row in rows]
+
+    @_deferred
+    async def held_post(self, room: Room, held_id: str) -> Held | None:
+        rows = await self._query(
+            f"SELECT {_HELD_COLUMNS} FROM held WHERE room_id = %s AND id = %s",
+            (room.id, held_id))
+        return _held(room, *rows[0]) if rows else None
+
+    @_deferred
+    async def approve(self, room: Room, held_id: str, new: NewMessage,
+                      outbox: Sequence[Delivery] = ()) -> Message | None:
+        assert new.participant_id is not None
+        params = self._post_parameters(room, new, outbox)
+        params["held_id"] = held_id
+        params["released"] = bus.released_notice(self.origin, room, held_id, new.participant_id)
+        rows = await self._query(_APPROVE_OUTBOX if outbox else _APPROVE, params)
+        return _posted(room, new, rows[0][0]) if rows else None
+
+    @_deferred
+    async def reject(self, room: Room, held_id: str) -> Held | None:
+        rows = await self._query(_REJECT, {
+            "room_id": room.id, "held_id": held_id, "name": room.name, "channel": self.channel,
+            "origin": self.origin})
+        return _held(room, *rows[0][:-1]) if rows else None
+
+    @_deferred
+    async def stats(self, room: Room) -> RoomStats:
+        params = {"room": room.id}
+        people = await self._query(_PARTICIPANT_STATS, params)
+        totals = await self._query(_ROOM_STATS, params)
+        if not totals:
+            raise NotFound(f"There is no room '{room.name}'.")
+        messages, questions, host_messages, votes, held, peak_online = totals[0]
+        return RoomStats(
+            participants=tuple(ParticipantStats(*row) for row in people), messages=messages,
+            questions=questions, votes=votes, host_messages=host_messages, held=held,
+            peak_online=peak_online)
+
+    def raise_peak(self, room_id: int, online: int) -> Deferred[None]:
+        return self._execute(
+            "UPDATE rooms SET peak_online = %s WHERE id = %s AND peak_online < %s",
+            (online, room_id, online))
 
     def add_outbox(self, deliveries: Sequence[Delivery]) -> Deferred[None]:
         if not deliveries:
@@ -694,10 +943,12 @@ class PostgresStore:
         return self._execute(_ADD_OUTBOX, (_deliveries(deliveries),))
 
     @_deferred
-    async def pending_deliveries(self, limit: int) -> list[Delivery]:
+    async def pending_deliveries(self, limit: int, destination: str | None = None,
+                                 ) -> list[Delivery]:
         rows = await self._query(
-            f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE NOT dead ORDER BY position LIMIT %s",
-            (limit,))
+            f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE NOT dead"
+            " AND (%s::text IS NULL OR destination = %s) ORDER BY position LIMIT %s",
+            (destination, destination, limit))
         return [_delivery(*row) for row in rows]
 
     def delivered(self, delivery: Delivery) -> Deferred[None]:

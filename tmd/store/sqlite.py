@@ -26,24 +26,34 @@ from zope.interface import implementer
 from tmd.errors import NameTaken, NotFound, Unavailable
 from tmd.model import (
     Delivery,
+    Held,
     Message,
     NewMessage,
     NewRoom,
     Participant,
+    ParticipantStats,
+    Restricted,
     Room,
     RoomChanges,
+    RoomStats,
     nickname_key,
 )
 from tmd.store.interface import IStore
 from tmd.store.migrations import migrations
+from tmd.store.stats import participant_stats, room_stats
 
 T = TypeVar("T")
 
 _ROOM_COLUMNS = (
     "id, name, title, state, created_at, expires_at, max_length, password_hash,"
-    " owner_token_hash, hashtags, last_seq"
+    " owner_token_hash, hashtags, last_seq, qa, moderation, locked, host_name, pinned_seq,"
+    " restricted, peak_online"
 )
-_MESSAGE_COLUMNS = "seq, kind, author, body, created_at, source, participant_id"
+_MESSAGE_COLUMNS = ("seq, kind, author, body, created_at, source, participant_id, question, votes,"
+                    " answered, host, edited")
+_PARTICIPANT_STATS = participant_stats(":room")
+_ROOM_STATS = room_stats(":room")
+_HELD_COLUMNS = "id, participant_id, author, body, question, created_at, reason, matched"
 _DELIVERY_COLUMNS = "id, destination, created_at, method, path, content_type, event, body"
 FULL_RETRY_AFTER = 30
 """Seconds a client is told to wait when the disk is full: freeing space takes a person."""
@@ -69,17 +79,56 @@ def _room(row: sqlite3.Row) -> Room:
         max_length=row["max_length"], password_hash=row["password_hash"],
         owner_token_hash=row["owner_token_hash"],
         hashtags=tuple(json.loads(row["hashtags"])), last_seq=row["last_seq"],
+        qa=bool(row["qa"]), moderation=row["moderation"], locked=bool(row["locked"]),
+        host_name=row["host_name"], pinned=row["pinned_seq"],
+        restricted=Restricted.from_json(json.loads(row["restricted"])),
+        peak_online=row["peak_online"],
     )
 
 
-def _message(room_name: str, row: sqlite3.Row) -> Message:
+def _message(room_name: str, row: sqlite3.Row, pinned: int | None = None) -> Message:
     source = row["source"]
     return Message(
         seq=row["seq"], room=room_name, kind=row["kind"], author=row["author"],
         body=row["body"], created_at=row["created_at"],
         source=json.loads(source) if source is not None else None,
-        participant_id=row["participant_id"],
+        participant_id=row["participant_id"], question=bool(row["question"]),
+        votes=row["votes"], answered=bool(row["answered"]), pinned=row["seq"] == pinned,
+        host=bool(row["host"]), edited=bool(row["edited"]),
     )
+
+
+def _held(room: Room, row: sqlite3.Row) -> Held:
+    return Held(
+        id=row["id"], room_id=room.id, room=room.name, participant_id=row["participant_id"],
+        author=row["author"], body=row["body"], question=bool(row["question"]),
+        created_at=row["created_at"], reason=row["reason"],
+        matched=tuple(json.loads(row["matched"])),
+    )
+
+
+def _insert_message(db: sqlite3.Connection, room: Room, new: NewMessage,
+                    outbox: Sequence[Delivery]) -> Message:
+    """Give C{new} the room's next seq and insert it, inside the caller's transaction."""
+    row = db.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+        (room.id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"There is no room '{room.name}'.")
+    seq = row[0]
+    db.execute(
+        "INSERT INTO messages (room_id, seq, kind, author, participant_id, body,"
+        " created_at, source, question, host, edited) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (room.id, seq, new.kind, new.author, new.participant_id, new.body,
+         new.created_at, json.dumps(new.source) if new.source is not None else None,
+         int(new.question), int(new.host), int(new.edited)),
+    )
+    _add_outbox(db, [delivery.with_seq(seq) for delivery in outbox])
+    return Message(seq=seq, room=room.name, kind=new.kind, author=new.author,
+                   body=new.body, created_at=new.created_at, source=new.source,
+                   participant_id=new.participant_id, question=new.question, host=new.host,
+                   edited=new.edited)
 
 
 @implementer(IStore)
@@ -171,10 +220,11 @@ class SQLiteStore:
                 with _transaction(db):
                     row = db.execute(
                         "INSERT INTO rooms (name, title, created_at, expires_at, max_length,"
-                        " password_hash, hashtags, owner_token_hash)"
-                        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_ROOM_COLUMNS}",
+                        " password_hash, hashtags, owner_token_hash, qa, moderation, host_name)"
+                        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_ROOM_COLUMNS}",
                         (new.name, new.title, new.created_at, new.expires_at, new.max_length,
-                         new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash),
+                         new.password_hash, json.dumps(list(new.hashtags)), new.owner_token_hash,
+                         int(new.qa), new.moderation, new.host_name),
                     ).fetchone()
                     _add_outbox(db, outbox)
             except sqlite3.IntegrityError as e:
@@ -248,23 +298,7 @@ class SQLiteStore:
              outbox: Sequence[Delivery] = ()) -> Deferred[Message]:
         def insert(db: sqlite3.Connection) -> Message:
             with _transaction(db):
-                row = db.execute(
-                    "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-                    (room.id,),
-                ).fetchone()
-                if row is None:
-                    raise NotFound(f"There is no room '{room.name}'.")
-                seq = row[0]
-                db.execute(
-                    "INSERT INTO messages (room_id, seq, kind, author, participant_id, body,"
-                    " created_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (room.id, seq, new.kind, new.author, new.participant_id, new.body,
-                     new.created_at, json.dumps(new.source) if new.source is not None else None),
-                )
-                _add_outbox(db, [delivery.with_seq(seq) for delivery in outbox])
-            return Message(seq=seq, room=room.name, kind=new.kind, author=new.author,
-                           body=new.body, created_at=new.created_at, source=new.source,
-                           participant_id=new.participant_id)
+                return _insert_message(db, room, new, outbox)
 
         return self._run(insert)
 
@@ -273,10 +307,12 @@ class SQLiteStore:
         def update(db: sqlite3.Connection) -> Room | None:
             with _transaction(db):
                 row = db.execute(
-                    "UPDATE rooms SET state = ?, title = ?, hashtags = ?, expires_at = ?"
+                    "UPDATE rooms SET state = ?, title = ?, hashtags = ?, expires_at = ?, qa = ?,"
+                    " moderation = ?, locked = ?, host_name = ?"
                     f" WHERE id = ? RETURNING {_ROOM_COLUMNS}",
                     (changed.state, changed.title, json.dumps(list(changed.hashtags)),
-                     changed.expires_at, room.id),
+                     changed.expires_at, int(changed.qa), changed.moderation, int(changed.locked),
+                     changed.host_name, room.id),
                 ).fetchone()
                 if row is None:
                     return None
@@ -326,6 +362,8 @@ class SQLiteStore:
                     (room.id, seq)).rowcount
                 if not deleted:
                     return False
+                db.execute("UPDATE rooms SET pinned_seq = NULL WHERE id = ? AND pinned_seq = ?",
+                           (room.id, seq))
                 _add_outbox(db, outbox)
             return True
 
@@ -353,7 +391,8 @@ class SQLiteStore:
     def messages(self, room: Room, after: int, limit: int) -> Deferred[tuple[list[Message], int]]:
         def select(db: sqlite3.Connection) -> tuple[list[Message], int]:
             with _transaction(db, "BEGIN"):
-                row = db.execute("SELECT last_seq FROM rooms WHERE id = ?", (room.id,)).fetchone()
+                row = db.execute("SELECT last_seq, pinned_seq FROM rooms WHERE id = ?",
+                                 (room.id,)).fetchone()
                 if row is None:
                     raise NotFound(f"There is no room '{room.name}'.")
                 rows = db.execute(
@@ -361,9 +400,179 @@ class SQLiteStore:
                     " WHERE room_id = ? AND seq > ? AND NOT deleted ORDER BY seq LIMIT ?",
                     (room.id, after, limit),
                 ).fetchall()
-            return [_message(room.name, r) for r in rows], row[0]
+            return [_message(room.name, r, row[1]) for r in rows], row[0]
 
         return self._run(select)
+
+    def message(self, room_id: int, seq: int) -> Deferred[Message | None]:
+        def select(db: sqlite3.Connection) -> Message | None:
+            row = db.execute(
+                f"SELECT r.name, r.pinned_seq, {_qualified('m', _MESSAGE_COLUMNS)}"
+                " FROM messages m JOIN rooms r ON r.id = m.room_id"
+                " WHERE m.room_id = ? AND m.seq = ? AND NOT m.deleted", (room_id, seq)).fetchone()
+            return _message(row["name"], row, row["pinned_seq"]) if row is not None else None
+
+        return self._run(select)
+
+    def announce_change(self, room: Room, seq: int) -> Deferred[Message | None]:
+        return self.message(room.id, seq)  # one daemon: no one else to tell
+
+    def vote(self, room: Room, seq: int, participant_id: str, on: bool,
+             now_ms: int) -> Deferred[int | None]:
+        def write(db: sqlite3.Connection) -> int | None:
+            with _transaction(db):
+                row = db.execute(
+                    "SELECT votes FROM messages WHERE room_id = ? AND seq = ? AND question"
+                    " AND NOT deleted", (room.id, seq)).fetchone()
+                if row is None:
+                    return None
+                if on:
+                    changed = db.execute(
+                        "INSERT INTO votes (room_id, seq, participant_id, created_at)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (room.id, seq, participant_id, now_ms)).rowcount
+                else:
+                    changed = -db.execute(
+                        "DELETE FROM votes WHERE room_id = ? AND seq = ? AND participant_id = ?",
+                        (room.id, seq, participant_id)).rowcount
+                if not changed:
+                    return int(row[0])
+                return int(db.execute(
+                    "UPDATE messages SET votes = votes + ? WHERE room_id = ? AND seq = ?"
+                    " RETURNING votes", (changed, room.id, seq)).fetchone()[0])
+
+        return self._run(write)
+
+    def voted(self, room: Room, participant_id: str) -> Deferred[list[int]]:
+        def select(db: sqlite3.Connection) -> list[int]:
+            rows = db.execute(
+                "SELECT v.seq FROM votes v JOIN messages m ON m.room_id = v.room_id"
+                " AND m.seq = v.seq WHERE v.room_id = ? AND v.participant_id = ?"
+                " AND NOT m.deleted ORDER BY v.seq", (room.id, participant_id)).fetchall()
+            return [seq for (seq,) in rows]
+
+        return self._run(select)
+
+    def set_answered(self, room: Room, seq: int, answered: bool) -> Deferred[bool]:
+        def update(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                return db.execute(
+                    "UPDATE messages SET answered = ? WHERE room_id = ? AND seq = ? AND question"
+                    " AND NOT deleted", (int(answered), room.id, seq)).rowcount > 0
+
+        return self._run(update)
+
+    def pin(self, room: Room, seq: int | None) -> Deferred[tuple[Room, int | None] | None]:
+        def update(db: sqlite3.Connection) -> tuple[Room, int | None] | None:
+            with _transaction(db):
+                before = db.execute("SELECT pinned_seq FROM rooms WHERE id = ?",
+                                    (room.id,)).fetchone()
+                if before is None:
+                    return None
+                row = db.execute(f"UPDATE rooms SET pinned_seq = ? WHERE id = ?"
+                                 f" RETURNING {_ROOM_COLUMNS}", (seq, room.id)).fetchone()
+            return _room(row), before[0]
+
+        return self._run(update)
+
+    def set_restricted(self, room: Room, restricted: Restricted) -> Deferred[Room | None]:
+        def update(db: sqlite3.Connection) -> Room | None:
+            with _transaction(db):
+                row = db.execute(
+                    f"UPDATE rooms SET restricted = ? WHERE id = ? RETURNING {_ROOM_COLUMNS}",
+                    (json.dumps(restricted.to_json()), room.id)).fetchone()
+            return _room(row) if row is not None else None
+
+        return self._run(update)
+
+    def questions(self, room: Room, top: bool,
+                  limit: int) -> Deferred[tuple[list[Message], int]]:
+        order = "votes DESC, seq" if top else "seq DESC"
+
+        def select(db: sqlite3.Connection) -> tuple[list[Message], int]:
+            with _transaction(db, "BEGIN"):
+                row = db.execute("SELECT last_seq, pinned_seq FROM rooms WHERE id = ?",
+                                 (room.id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"There is no room '{room.name}'.")
+                rows = db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND question"
+                    f" AND NOT deleted ORDER BY {order} LIMIT ?", (room.id, limit)).fetchall()
+            return [_message(room.name, r, row[1]) for r in rows], row[0]
+
+        return self._run(select)
+
+    def hold(self, held: Held) -> Deferred[None]:
+        def insert(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(
+                    f"INSERT INTO held (room_id, {_HELD_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (held.room_id, held.id, held.participant_id, held.author, held.body,
+                     int(held.question), held.created_at, held.reason,
+                     json.dumps(list(held.matched))))
+
+        return self._run(insert)
+
+    def held_posts(self, room: Room, participant_id: str | None) -> Deferred[list[Held]]:
+        def select(db: sqlite3.Connection) -> list[Held]:
+            rows = db.execute(
+                f"SELECT {_HELD_COLUMNS} FROM held WHERE room_id = ?"
+                " AND (? IS NULL OR participant_id = ?) ORDER BY created_at, rowid",
+                (room.id, participant_id, participant_id)).fetchall()
+            return [_held(room, row) for row in rows]
+
+        return self._run(select)
+
+    def held_post(self, room: Room, held_id: str) -> Deferred[Held | None]:
+        def select(db: sqlite3.Connection) -> Held | None:
+            row = db.execute(f"SELECT {_HELD_COLUMNS} FROM held WHERE room_id = ? AND id = ?",
+                             (room.id, held_id)).fetchone()
+            return _held(room, row) if row is not None else None
+
+        return self._run(select)
+
+    def approve(self, room: Room, held_id: str, new: NewMessage,
+                outbox: Sequence[Delivery] = ()) -> Deferred[Message | None]:
+        def move(db: sqlite3.Connection) -> Message | None:
+            with _transaction(db):
+                if not db.execute("DELETE FROM held WHERE room_id = ? AND id = ?",
+                                  (room.id, held_id)).rowcount:
+                    return None
+                return _insert_message(db, room, new, outbox)
+
+        return self._run(move)
+
+    def reject(self, room: Room, held_id: str) -> Deferred[Held | None]:
+        def delete(db: sqlite3.Connection) -> Held | None:
+            with _transaction(db):
+                row = db.execute(f"DELETE FROM held WHERE room_id = ? AND id = ?"
+                                 f" RETURNING {_HELD_COLUMNS}", (room.id, held_id)).fetchone()
+            return _held(room, row) if row is not None else None
+
+        return self._run(delete)
+
+    def stats(self, room: Room) -> Deferred[RoomStats]:
+        def select(db: sqlite3.Connection) -> RoomStats:
+            with _transaction(db, "BEGIN"):
+                people = db.execute(_PARTICIPANT_STATS, {"room": room.id}).fetchall()
+                totals = db.execute(_ROOM_STATS, {"room": room.id}).fetchone()
+            if totals is None:
+                raise NotFound(f"There is no room '{room.name}'.")
+            return RoomStats(
+                participants=tuple(ParticipantStats(*row) for row in people),
+                messages=totals[0], questions=totals[1], host_messages=totals[2],
+                votes=totals[3], held=totals[4], peak_online=totals[5])
+
+        return self._run(select)
+
+    def raise_peak(self, room_id: int, online: int) -> Deferred[None]:
+        def update(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("UPDATE rooms SET peak_online = ? WHERE id = ? AND peak_online < ?",
+                           (online, room_id, online))
+
+        return self._run(update)
 
     def add_outbox(self, deliveries: Sequence[Delivery]) -> Deferred[None]:
         if not deliveries:
@@ -375,10 +584,12 @@ class SQLiteStore:
 
         return self._run(insert)
 
-    def pending_deliveries(self, limit: int) -> Deferred[list[Delivery]]:
+    def pending_deliveries(self, limit: int, destination: str | None = None,
+                           ) -> Deferred[list[Delivery]]:
         def select(db: sqlite3.Connection) -> list[Delivery]:
             rows = db.execute(f"SELECT {_DELIVERY_COLUMNS} FROM outbox WHERE NOT dead"
-                              " ORDER BY position LIMIT ?", (limit,)).fetchall()
+                              " AND coalesce(destination = ?, true) ORDER BY position LIMIT ?",
+                              (destination, limit)).fetchall()
             return [Delivery(*row) for row in rows]
 
         return self._run(select)
@@ -398,6 +609,10 @@ class SQLiteStore:
                            (delivery.id, delivery.destination))
 
         return self._run(update)
+
+
+def _qualified(table: str, columns: str) -> str:
+    return ", ".join(f"{table}.{column.strip()}" for column in columns.split(","))
 
 
 def _add_outbox(db: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:

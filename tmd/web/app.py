@@ -29,9 +29,10 @@ from tmd.errors import (
 )
 from tmd.limits import NO_PROXIES, TrustedProxies
 from tmd.metrics import Metrics
+from tmd.model import Held, Restricted
 from tmd.relay import Relay
 from tmd.store import IStore
-from tmd.transcript import transcript_format
+from tmd.transcript import stats_csv, transcript_format
 from tmd.web.download import Download
 from tmd.web.errors import add_error_handling, json_response
 from tmd.web.events import EventStreams, query_token, resume_point
@@ -43,14 +44,36 @@ from tmd.wire import (
     decode_object,
     encode,
     error_json,
+    held_json,
     message_json,
     moderated_participant_json,
     participant_json,
+    stats_json,
 )
+from tmd.words import available_lists
 
 REPLAYED_METHODS = (b"POST", b"PUT", b"PATCH", b"DELETE")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+
+
+def optional_json_body(request: IRequest) -> dict[str, Any]:
+    """The request's JSON object body, or an empty one if it sent none."""
+    if not getattr(request, "too_large", False) and not request.content.read().strip():
+        return {}
+    request.content.seek(0)
+    return json_body(request)
+
+
+def path_seq(seq: str) -> int:
+    """A seq from a path, or the 400 saying what a seq is."""
+    if not (seq.isascii() and seq.isdigit()) or not 0 < int(seq) < 2**62:
+        raise BadRequest("A message's seq is a positive integer.")
+    return int(seq)
+
+
+def restricted_json(restricted: Restricted) -> dict[str, Any]:
+    return {**restricted.to_json(), "available_lists": available_lists()}
 
 
 def json_body(request: IRequest) -> dict[str, Any]:
@@ -172,11 +195,81 @@ class WebApp:
 
     @app.route("/api/v1/rooms/<name>/messages/<seq>", methods=["DELETE"])
     async def delete_message(self, request: IRequest, name: str, seq: str) -> bytes:
-        if not (seq.isascii() and seq.isdigit()) or not 0 < int(seq) < 2**62:
-            raise BadRequest("A message's seq is a positive integer.")
-        await self._chat.delete_message(name, bearer_token(request), int(seq))
+        await self._chat.delete_message(name, bearer_token(request), path_seq(seq))
         request.setResponseCode(204)
         return b""
+
+    @app.route("/api/v1/rooms/<name>/messages/<seq>", methods=["PATCH"])
+    async def update_message(self, request: IRequest, name: str, seq: str) -> bytes:
+        message = await self._chat.update_message(name, bearer_token(request), path_seq(seq),
+                                                  json_body(request))
+        return json_response(request, 200, message_json(message))
+
+    @app.route("/api/v1/rooms/<name>/messages/<seq>/vote", methods=["PUT", "DELETE"])
+    async def vote(self, request: IRequest, name: str, seq: str) -> bytes:
+        on = request.method == b"PUT"
+        number = path_seq(seq)
+        votes = await self._chat.vote(name, bearer_token(request), number, on)
+        return json_response(request, 200, {"seq": number, "votes": votes, "voted": on})
+
+    @app.route("/api/v1/rooms/<name>/votes", methods=["GET"])
+    async def votes(self, request: IRequest, name: str) -> bytes:
+        seqs = await self._chat.voted(name, bearer_token(request))
+        return json_response(request, 200, {"seqs": seqs})
+
+    @app.route("/api/v1/rooms/<name>/questions", methods=["GET"])
+    async def questions(self, request: IRequest, name: str) -> bytes:
+        order = request.args.get(b"order", [b"top"])[0]
+        if order not in (b"top", b"newest"):
+            raise BadRequest("'order' is top or newest.")
+        limit = query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        room = await self._chat.room(name)
+        await self._chat.check_read(room, bearer_token(request))
+        questions, last_seq = await self._chat.questions(room, order == b"top", limit)
+        return json_response(request, 200, {
+            "questions": [message_json(m) for m in questions], "last_seq": last_seq})
+
+    @app.route("/api/v1/rooms/<name>/held", methods=["GET"])
+    async def held(self, request: IRequest, name: str) -> bytes:
+        found, owner = await self._chat.held_posts(name, bearer_token(request))
+        return json_response(request, 200, {"held": [held_json(h, owner) for h in found]})
+
+    @app.route("/api/v1/rooms/<name>/held/<held_id>/approve", methods=["POST"])
+    async def approve(self, request: IRequest, name: str, held_id: str) -> bytes:
+        token = bearer_token(request)
+        message = await self._chat.approve(name, token, held_id, optional_json_body(request))
+        return json_response(request, 201, message_json(message))
+
+    @app.route("/api/v1/rooms/<name>/held/<held_id>", methods=["DELETE"])
+    async def reject(self, request: IRequest, name: str, held_id: str) -> bytes:
+        await self._chat.reject(name, bearer_token(request), held_id)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/api/v1/rooms/<name>/restricted-words", methods=["GET"])
+    async def restricted_words(self, request: IRequest, name: str) -> bytes:
+        restricted = await self._chat.restricted(name, bearer_token(request))
+        return json_response(request, 200, restricted_json(restricted))
+
+    @app.route("/api/v1/rooms/<name>/restricted-words", methods=["PUT"])
+    async def set_restricted_words(self, request: IRequest, name: str) -> bytes:
+        token = bearer_token(request)
+        restricted = await self._chat.set_restricted(name, token, json_body(request))
+        return json_response(request, 200, restricted_json(restricted))
+
+    @app.route("/api/v1/rooms/<name>/stats", methods=["GET"])
+    async def stats(self, request: IRequest, name: str) -> bytes:
+        kind = request.args.get(b"format", [b"json"])[0]
+        if kind not in (b"json", b"csv"):
+            raise BadRequest("'format' is json or csv.")
+        room = await self._chat.owned_room(name, bearer_token(request))
+        stats = stats_json(await self._chat.room_stats(room), self._chat.online(room))
+        if kind == b"json":
+            return json_response(request, 200, stats)
+        request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
+        request.setHeader(b"Content-Disposition",
+                          f'attachment; filename="{room.name}-stats.csv"'.encode("ascii"))
+        return stats_csv(stats).encode("utf-8")
 
     @app.route("/api/v1/rooms/<name>/participants", methods=["GET"])
     async def participants(self, request: IRequest, name: str) -> bytes:
@@ -201,7 +294,7 @@ class WebApp:
 
     @app.route("/api/v1/rooms/<name>/messages", methods=["GET"])
     async def messages(self, request: IRequest, name: str) -> bytes:
-        after = query_int(request, "after", 0, 0, 2**62)
+        after = query_int(request, "after", 0, 0, 2**62 - 1)
         limit = query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         room = await self._chat.room(name)
         await self._chat.check_read(room, bearer_token(request))
@@ -214,8 +307,10 @@ class WebApp:
         token = bearer_token(request)
         if token is None:  # before reading the body: an anonymous post is a 401, whatever it holds
             raise Unauthorized("Join the room to post: send your participant token.")
-        message = await self._chat.post(name, token, json_body(request), self._client(request))
-        return json_response(request, 201, message_json(message))
+        posted = await self._chat.post(name, token, json_body(request), self._client(request))
+        if isinstance(posted, Held):  # waits for the owner's approval: no seq yet
+            return json_response(request, 202, {"held": held_json(posted, owner=False)})
+        return json_response(request, 201, message_json(posted))
 
     @app.route("/api/v1/rooms/<name>/qr.svg", methods=["GET"])
     async def qr_code(self, request: IRequest, name: str) -> bytes:
@@ -229,8 +324,13 @@ class WebApp:
         download = Download(request)  # first: it must hear of a hang-up during the awaits
         kind = transcript_format(request.args.get(b"format", [b"txt"])[0].decode("latin-1"))
         room = await self._chat.room(name)
-        await self._chat.check_read(room, bearer_token(request))
-        transcript = kind(self._chat.room_json(room), self._chat.now_ms())
+        token = bearer_token(request)
+        await self._chat.check_read(room, token)
+        stats = None
+        if request.args.get(b"stats", [b""])[0] in (b"true", b"1"):  # the owner's, who took part
+            await self._chat.owned_room(name, token)
+            stats = stats_json(await self._chat.room_stats(room), self._chat.online(room))
+        transcript = kind(self._chat.room_json(room), self._chat.now_ms(), stats)
         await download.send(transcript.filename, {"Content-Type": kind.media_type, **kind.headers},
                             transcript.chunks(partial(self._chat.messages, room)))
 

@@ -19,6 +19,8 @@ _ROOM_NAME = "^[A-Za-z0-9][A-Za-z0-9-]{1,62}$"
 _STORED_ROOM_NAME = "^[a-z0-9][a-z0-9-]{1,62}$"
 _HASHTAG = "^#?[A-Za-z0-9_]{1,100}$"
 _NO_CONTROL_CHARACTERS = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+_MAX_SEQ = 2**62 - 1
+"""The highest seq a client may name (what SQLite's integers hold, with room to spare)."""
 _RESERVED = "`api`, `static`, `ws`, `metrics`, `healthz`, `replay`, `favicon.ico`, `robots.txt`"
 
 # Every error code, in the order of the Error schema's enum, with what it means.
@@ -41,6 +43,11 @@ _ERROR_CODES: dict[str, str] = {
     "payload_too_large": "the request body is larger than the server accepts",
     "method_not_allowed": "the path does not support this method",
     "unavailable": "the daemon cannot serve requests now (e.g. its database is unreachable)",
+    "restricted": "the post contains one of the room's restricted words and the owner has"
+    " them refused",
+    "qa_off": "a question, or a vote, in a room whose `qa` is off",
+    "not_a_question": "voting on, or marking answered, a message that is not a question",
+    "room_locked": "the owner has locked the room: only the host posts",
     "internal": "an unexpected server error; the server logs it",
 }
 
@@ -92,21 +99,31 @@ cannot set headers on a websocket, hence the token in the query string; query st
 are never logged. Every frame is one JSON text message.
 
 **Server to client**
-- `{"type": "welcome", "room": Room, "you": Participant | null}`: always the first frame
-  (`you` is null without a participant token).
+- `{"type": "welcome", "room": Room, "you": Participant | null, "owner": bool,
+  "new_room": bool}`: always the first frame (`you` is null without a participant token;
+  `owner` is true on the owner's socket; `new_room` is true when `since` was for another
+  room of the same name: start over).
 - `{"type": "message", "message": Message}`: the backlog, then live messages; strictly
   ascending `seq`, no duplicates.
 - `{"type": "deleted", "seq": N}`: the owner deleted a message.
 - `{"type": "room", "room": Room}`: the room's state or settings changed.
 - `{"type": "presence", "online": N}`: clients online (at most a few per second).
-- `{"type": "ack", "ref": "...", "seq": N}`: your post was committed as `seq` N.
+- `{"type": "ack", "ref": "...", "seq": N}`: your post was committed as `seq` N; for a
+  post held for approval, `{"type": "ack", "ref": "...", "seq": null, "held": "<id>"}`.
+- `{"type": "updated", "message": Message}`: a message's `votes`, `answered` or `pinned`
+  changed (votes at most twice a second per message).
+- `{"type": "pending", "held": Held}`: to its author's sockets only, their post is held.
+- `{"type": "held", "held": Held}`: to the owner's sockets only, a post joined the queue.
+- `{"type": "released", "id": "...", "outcome": "approved" | "rejected", "seq": N | null}`:
+  to the owner's and the author's sockets, a held post left the queue.
 - `{"type": "error", "ref": "..." | null, "code": "...", "message": "..."}`: the same
   codes as HTTP errors; `ref` names the post it answers. `rate_limited` (and
   `unavailable`) errors also carry `retry_after`, in seconds.
 
 **Client to server**
-- `{"type": "post", "body": "...", "ref": "client-chosen id"}`: the same rules as
-  `POST /api/v1/rooms/{name}/messages`; needs a participant token. The poster sees its
+- `{"type": "post", "body": "...", "ref": "client-chosen id", "question": false,
+  "host": false}`: the same rules as `POST /api/v1/rooms/{name}/messages`; needs a
+  participant token (or the owner token, with `host`). The poster sees its
   own message as a `message` frame and an `ack`.
 
 **Close codes**: `1001` the daemon is shutting down cleanly (reconnect with `since` =
@@ -164,6 +181,16 @@ def _object(properties: JSON, required: list[str] | None = None, **extra: Any) -
     """An object schema; every property is required unless C{required} says otherwise."""
     names = list(properties) if required is None else required
     return {"type": "object", "required": names, "properties": properties, **extra}
+
+
+def _nullable_optional(properties: JSON, required: list[str]) -> JSON:
+    """A request object whose optional fields may also be null, which means left out."""
+    for name, schema in properties.items():
+        if name not in required:
+            schema["type"] = [schema["type"], "null"]
+            if "enum" in schema:
+                schema["enum"] = [*schema["enum"], None]
+    return _object(properties, required, description="A null field is one left out.")
 
 
 def _integer(description: str, minimum: int, maximum: int | None = None, **extra: Any) -> JSON:
@@ -265,11 +292,24 @@ def _schemas() -> JSON:
             "online": _integer("Clients connected to the live view now.", 0),
             "last_seq": _integer("The highest seq in the room; 0 before the first message.",
                                  0),
+            "id": {"type": "string", "description": "Never reused: a room deleted and created"
+                   " again under the same name has a new id (see the live view's `room_id`)."},
+            "qa": {"type": "boolean", "description": "Questions and votes are on."},
+            "moderation": {"type": "string", "enum": ["none", "pre"],
+                           "description": "`pre`: participants' posts wait for the owner's"
+                           " approval and get their seq when approved."},
+            "locked": {"type": "boolean",
+                       "description": "Only the host posts; everyone reads (and votes)."},
+            "host_name": {"type": "string", "minLength": 1, "maxLength": 32,
+                          "description": "The author of host posts."},
+            "pinned": {"type": ["integer", "null"], "minimum": 1,
+                       "description": "The seq of the message pinned as \"now discussing\"."},
         }, examples=[{
             "name": "physics-101", "title": "Physics 101", "state": "open",
             "created_at": "2026-11-24T17:00:00.123Z", "expires_at": "2026-11-25T17:00:00.123Z",
             "max_length": 280, "has_password": False, "hashtags": ["#phys101"],
-            "online": 12, "last_seq": 57}]),
+            "online": 12, "last_seq": 57, "id": "17", "qa": True, "moderation": "none",
+            "locked": False, "host_name": "Host", "pinned": None}]),
         "Message": _object({
             "seq": seq,
             "room": {"type": "string", "pattern": _STORED_ROOM_NAME},
@@ -291,10 +331,91 @@ def _schemas() -> JSON:
             "participant_id": {"type": ["string", "null"],
                                "description": "The poster's participant id (`chat`), which"
                                " the owner mutes by; null otherwise."},
+            "question": {"type": "boolean", "description": "Posted as a question."},
+            "votes": _integer("Participants voting for the question.", 0),
+            "answered": {"type": "boolean", "description": "The owner marked it answered."},
+            "pinned": {"type": "boolean", "description": "It is the room's pinned message."},
+            "host": {"type": "boolean", "description": "Posted by the owner as the host"
+                     " (`author` is the room's `host_name`)."},
+            "edited": {"type": "boolean",
+                       "description": "The owner edited it before approving it."},
         }, examples=[{
             "seq": 58, "room": "physics-101", "kind": "chat", "author": "ada",
             "body": "Is light a wave?", "created_at": "2026-11-24T17:05:00.000Z",
-            "source": None, "participant_id": "q4dW2s0bPk3Xy1mZ"}]),
+            "source": None, "participant_id": "q4dW2s0bPk3Xy1mZ", "question": True,
+            "votes": 4, "answered": False, "pinned": False, "host": False, "edited": False}]),
+        "Held": _object({
+            "id": {"type": "string"},
+            "room": {"type": "string", "pattern": _STORED_ROOM_NAME},
+            "author": {"type": "string"},
+            "participant_id": {"type": "string"},
+            "body": {"type": "string"},
+            "question": {"type": "boolean"},
+            "created_at": timestamp,
+            "reason": {"type": "string", "enum": ["moderation", "restricted"],
+                       "description": "`moderation`: the room is `pre`; `restricted`: it"
+                       " contains restricted words."},
+            "matched": {"type": "array", "items": {"type": "string"}, "maxItems": 5,
+                        "description": "The restricted words it contains (for the owner;"
+                        " empty for its author)."},
+        }),
+        "HeldList": _object({"held": {"type": "array", "items": _schema("Held"),
+                                      "description": "Oldest first."}}),
+        "HeldPost": _object({"held": _schema("Held")}),
+        "Vote": _object({
+            "seq": seq,
+            "votes": _integer("The question's votes now.", 0),
+            "voted": {"type": "boolean", "description": "Whether this participant votes for it."},
+        }),
+        "Votes": _object({"seqs": {"type": "array", "items": seq,
+                                   "description": "The questions this participant votes for."}}),
+        "Questions": _object({
+            "questions": {"type": "array", "items": _schema("Message")},
+            "last_seq": _integer("The room's highest seq.", 0),
+        }),
+        "UpdateMessage": _nullable_optional({
+            "answered": {"type": "boolean", "description": "Mark the question answered (or not)."},
+            "pinned": {"type": "boolean", "description": "Pin it (unpinning the one pinned"
+                       " before), or unpin it."},
+        }, required=[]),
+        "Approve": _nullable_optional({
+            "body": {"type": "string", "description": "The body as edited by the owner"
+                     " (1..`max_length` after trimming); the message is then `edited`."},
+        }, required=[]),
+        "Restricted": _object({
+            "words": {"type": "array", "maxItems": 500,
+                      "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                      "description": "Words or phrases, matched as whole words, ignoring"
+                      " case and accents."},
+            "action": {"type": "string", "enum": ["hold", "refuse"],
+                       "description": "`hold`: matching posts wait for approval; `refuse`:"
+                       " they are refused with `restricted`."},
+            "lists": {"type": "array", "items": {"type": "string"},
+                      "description": "Built-in lists in use, from `available_lists`."},
+            "available_lists": {"type": "array", "items": {"type": "string"},
+                                "description": "The built-in lists this server has."},
+        }),
+        "SetRestricted": _nullable_optional({
+            "words": {"type": "array", "maxItems": 500,
+                      "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+            "action": {"type": "string", "enum": ["hold", "refuse"]},
+            "lists": {"type": "array", "items": {"type": "string"}},
+        }, required=[]),
+        "Stats": _object({
+            "participants": {"type": "array", "items": _object({
+                "id": {"type": "string"}, "nickname": {"type": "string"},
+                "messages": _integer("Messages not deleted (questions included).", 0),
+                "questions": _integer("Questions not deleted.", 0),
+                "votes": _integer("Votes cast.", 0)}),
+                "description": "In the order they joined."},
+            "messages": _integer("Messages not deleted, system ones left out.", 0),
+            "questions": _integer("Questions not deleted.", 0),
+            "votes": _integer("Votes cast.", 0),
+            "host_messages": _integer("Host posts not deleted.", 0),
+            "held": _integer("Posts waiting for approval.", 0),
+            "peak_online": _integer("The most people online at once.", 0),
+            "online": _integer("People online now.", 0),
+        }),
         "Participant": _object({
             "id": {"type": "string"},
             "nickname": {"type": "string"},
@@ -313,7 +434,7 @@ def _schemas() -> JSON:
             "message": {"type": "string", "description": "For people; may change."},
         }),
         "Error": _object({"error": _schema("ErrorDetail")}),
-        "CreateRoom": _object({
+        "CreateRoom": _nullable_optional({
             "name": {"type": "string", "pattern": _ROOM_NAME,
                      "description": "Case-insensitive; stored lower-case. Reserved words"
                      f" ({_RESERVED}, ...) are refused with `invalid_name`."},
@@ -328,13 +449,17 @@ def _schemas() -> JSON:
                          "description": "Social hashtags to bring into the room."},
             "max_length": _integer("The longest message body, in characters.", 1, 1000,
                                    default=280),
+            "qa": {"type": "boolean", "default": False},
+            "moderation": {"type": "string", "enum": ["none", "pre"], "default": "none"},
+            "host_name": {"type": "string", "minLength": 1, "maxLength": 32,
+                          "default": "Host"},
         }, required=["name"]),
         "CreatedRoom": _object({
             "room": _schema("Room"),
             "owner_token": {"type": "string", "description": "The owner's bearer token."
                             " Returned only here, once: keep it."},
         }),
-        "Join": _object({
+        "Join": _nullable_optional({
             "nickname": {"type": "string", "minLength": 1, "maxLength": 32,
                          "pattern": _NO_CONTROL_CHARACTERS,
                          "description": "1..32 characters after surrounding whitespace is"
@@ -356,7 +481,7 @@ def _schemas() -> JSON:
                 " the last message's seq, there is more: ask again with `after` set to"
                 " that message's seq.", 0),
         }),
-        "UpdateRoom": _object({
+        "UpdateRoom": _nullable_optional({
             "state": {"type": "string", "enum": ["open", "paused", "closed"],
                       "description": "`closed` is for good."},
             "title": {"type": "string", "maxLength": 200},
@@ -364,11 +489,19 @@ def _schemas() -> JSON:
                          "items": {"type": "string", "pattern": "^#?[A-Za-z0-9_]{1,100}$"}},
             "lifetime": _integer("Seconds from the room's creation to its end.",
                                  3600, 31_536_000),
-        }),
+            "qa": {"type": "boolean"},
+            "moderation": {"type": "string", "enum": ["none", "pre"]},
+            "locked": {"type": "boolean"},
+            "host_name": {"type": "string", "minLength": 1, "maxLength": 32},
+        }, required=[]),
         "PostMessage": _object({
             "body": {"type": "string", "description": "Trimmed, then 1..`max_length`"
                      " characters (`empty` / `too_long` otherwise)."},
-        }),
+            "question": {"type": "boolean", "default": False,
+                         "description": "Post it as a question (the room's `qa` must be on)."},
+            "host": {"type": "boolean", "default": False,
+                     "description": "Post as the host, with the owner token."},
+        }, required=["body"]),
         "Accepted": _object({
             "id": {"type": "string", "description": "The delivery id: each downstream gets it"
                    " as `X-Tmd-Delivery`, the same on every retry."},
@@ -377,7 +510,8 @@ def _schemas() -> JSON:
             "room": _schema("Room"),
             "messages": {"type": "array", "items": _schema("Message"),
                          "description": "Every message not deleted, ascending by seq."},
-        }),
+            "stats": {**_schema("Stats"), "description": "With `stats=true` only."},
+        }, required=["room", "messages"]),
     }
 
 
@@ -420,7 +554,7 @@ def _paths() -> JSON:
         "/api/v1/rooms/{name}/messages/{seq}": {
             "parameters": [*room, {"name": "seq", "in": "path", "required": True,
                                    "description": "The message's seq.",
-                                   "schema": _integer("A seq.", 1)}],
+                                   "schema": _integer("A seq.", 1, _MAX_SEQ)}],
             "delete": _operation(
                 "deleteMessage", "messages", "Delete a message",
                 "The owner deletes one message: it is left out of listings from now on"
@@ -429,7 +563,110 @@ def _paths() -> JSON:
                 errors={400: ("bad_request",), 401: ("unauthorized",),
                         403: ("forbidden",), 404: ("not_found",)},
                 security=owner),
+            "patch": _operation(
+                "updateMessage", "questions", "Mark answered, pin",
+                "The owner marks a question `answered` (or not), or pins a chat or social"
+                " message as \"now discussing\" (unpinning the one before) or unpins it."
+                " Live clients get `updated` frames, and a `room` frame for a pin.",
+                {"200": _json("The message as it is now.", _schema("Message"))},
+                errors={400: ("bad_request", "not_a_question"), 401: ("unauthorized",),
+                        403: ("forbidden", "room_closed"), 404: ("not_found",)},
+                body="UpdateMessage", security=owner),
         },
+        "/api/v1/rooms/{name}/messages/{seq}/vote": {
+            "parameters": [*room, {"name": "seq", "in": "path", "required": True,
+                                   "description": "The question's seq.",
+                                   "schema": _integer("A seq.", 1, _MAX_SEQ)}],
+            **{method: _operation(
+                f"{verb}Question", "questions", summary, description,
+                {"200": _json("The question's votes now.", _schema("Vote"))},
+                errors={400: ("bad_request", "qa_off", "not_a_question"),
+                        401: ("unauthorized",), 403: ("room_closed", "room_paused"),
+                        404: ("not_found",)},
+                security=[{"bearerAuth": []}])
+               for method, verb, summary, description in (
+                   ("put", "vote", "Vote for a question",
+                    "A participant votes for a question; voting again changes nothing."
+                    " Live clients get `updated` frames (at most two a second per question)."),
+                   ("delete", "unvote", "Take a vote back",
+                    "A participant takes their vote back; idempotent."))},
+        },
+        "/api/v1/rooms/{name}/votes": {"parameters": room, "get": _operation(
+            "listVotes", "questions", "My votes",
+            "The questions the participant whose token is given votes for.",
+            {"200": _json("Their seqs.", _schema("Votes"))},
+            errors={401: ("unauthorized",), 404: ("not_found",)},
+            security=[{"bearerAuth": []}])},
+        "/api/v1/rooms/{name}/questions": {"parameters": room, "get": _operation(
+            "listQuestions", "questions", "List questions",
+            "Questions not deleted: `top` (most votes first, then oldest) or `newest`"
+            " (highest seq first). Reading as for messages.",
+            {"200": _json("The questions.", _schema("Questions"))},
+            errors={400: ("bad_request",), 401: ("unauthorized",), 404: ("not_found",)},
+            parameters=[
+                _query("order", "The order.", {"type": "string", "enum": ["top", "newest"],
+                                               "default": "top"}),
+                _query("limit", "The most questions to return.",
+                       _integer("A count.", 1, 1000, default=100)),
+            ],
+            security=read_auth)},
+        "/api/v1/rooms/{name}/held": {"parameters": room, "get": _operation(
+            "listHeld", "moderation", "The approval queue",
+            "With the owner token: every post waiting for approval; with a participant"
+            " token: that participant's own.",
+            {"200": _json("The queue.", _schema("HeldList"))},
+            errors={401: ("unauthorized",), 404: ("not_found",)},
+            security=[{"bearerAuth": []}])},
+        "/api/v1/rooms/{name}/held/{id}/approve": {
+            "parameters": [*room, _held_id()],
+            "post": _operation(
+                "approveHeld", "moderation", "Approve a held post",
+                "The owner publishes a held post, as it is or edited (`body`): it gets the"
+                " room's next seq now. The body is optional.",
+                {"201": _json("The message.", _schema("Message"))},
+                errors={400: ("bad_request", "empty", "too_long"), 401: ("unauthorized",),
+                        403: ("forbidden", "room_closed"), 404: ("not_found",),
+                        413: ("payload_too_large",), 415: ("bad_request",)},
+                security=owner)},
+        "/api/v1/rooms/{name}/held/{id}": {
+            "parameters": [*room, _held_id()],
+            "delete": _operation(
+                "rejectHeld", "moderation", "Reject a held post",
+                "The owner drops a held post: no one else ever sees it.",
+                {"204": {"description": "Rejected."}},
+                errors={401: ("unauthorized",), 403: ("forbidden",), 404: ("not_found",)},
+                security=owner)},
+        "/api/v1/rooms/{name}/restricted-words": {
+            "parameters": room,
+            "get": _operation(
+                "getRestrictedWords", "moderation", "Restricted words",
+                "The owner reads the room's restricted words and what happens to posts"
+                " containing them.",
+                {"200": _json("The settings.", _schema("Restricted"))},
+                errors={401: ("unauthorized",), 403: ("forbidden",), 404: ("not_found",)},
+                security=owner),
+            "put": _operation(
+                "setRestrictedWords", "moderation", "Set restricted words",
+                "The owner replaces the restricted words, the action or the built-in lists;"
+                " fields left out keep their value. At most 500 words of 1..100 characters.",
+                {"200": _json("The settings.", _schema("Restricted"))},
+                errors={400: ("bad_request",), 401: ("unauthorized",), 403: ("forbidden",),
+                        404: ("not_found",)},
+                body="SetRestricted", security=owner),
+        },
+        "/api/v1/rooms/{name}/stats": {"parameters": room, "get": _operation(
+            "getStats", "rooms", "Participation statistics",
+            "For the owner: messages, questions and votes per participant and in total, and"
+            " the most people online at once. `csv`: one row per participant"
+            " (`id,nickname,messages,questions,votes`).",
+            {"200": {"description": "The statistics.", "content": {
+                "application/json": {"schema": _schema("Stats")},
+                "text/csv": {"schema": {"type": "string"}}}}},
+            errors={400: ("bad_request",), 401: ("unauthorized",), 403: ("forbidden",),
+                    404: ("not_found",)},
+            parameters=[_query("format", "The format.", {
+                "type": "string", "enum": ["json", "csv"], "default": "json"})],
+            security=owner)},
         "/api/v1/rooms/{name}/participants": {"parameters": room, "get": _operation(
             "listParticipants", "rooms", "List participants",
             "The owner lists everyone who joined the room, muted or not.",
@@ -475,20 +712,25 @@ def _paths() -> JSON:
                         404: ("not_found",)},
                 parameters=[
                     _query("after", "Return messages with seq greater than this.",
-                           _integer("A seq.", 0, default=0)),
+                           _integer("A seq.", 0, _MAX_SEQ, default=0)),
                     _query("limit", "The most messages to return.",
                            _integer("A count.", 1, 1000, default=100)),
                 ],
                 security=read_auth),
             "post": _operation(
                 "postMessage", "messages", "Post a message",
-                "Posts as the participant whose token is given. The body is trimmed and"
-                " must then be 1..`max_length` characters. The message reaches live"
-                " clients after it is committed.",
-                {"201": _json("The committed message, with its seq.", _schema("Message"))},
-                errors={400: ("bad_request", "empty", "too_long"), 401: ("unauthorized",),
-                        403: ("room_closed", "room_paused", "muted"), 404: ("not_found",),
-                        429: ("rate_limited",)},
+                "Posts as the participant whose token is given (with `host: true` and the"
+                " owner token, as the host). The body is trimmed and must then be"
+                " 1..`max_length` characters. The message reaches live clients after it is"
+                " committed. In a `pre` room, or with restricted words the owner holds,"
+                " the post waits for approval: `202` with no seq yet.",
+                {"201": _json("The committed message, with its seq.", _schema("Message")),
+                 "202": _json("Held for the owner's approval.", _schema("HeldPost"))},
+                errors={400: ("bad_request", "empty", "too_long", "restricted", "qa_off"),
+                        401: ("unauthorized",),
+                        403: ("forbidden", "room_closed", "room_paused", "muted",
+                              "room_locked"),
+                        404: ("not_found",), 429: ("rate_limited",)},
                 body="PostMessage", security=[{"bearerAuth": []}]),
         },
         "/api/v1/rooms/{name}/transcript": {"parameters": room, "get": _operation(
@@ -516,7 +758,10 @@ def _paths() -> JSON:
                 }}},
             errors={400: ("bad_request",), 401: ("unauthorized",), 404: ("not_found",)},
             parameters=[_query("format", "The file format.", {
-                "type": "string", "enum": ["txt", "json", "csv", "html"], "default": "txt"})],
+                "type": "string", "enum": ["txt", "json", "csv", "html"], "default": "txt"}),
+                _query("stats", "With the owner token: add the participation statistics"
+                       " (`txt`, `html`: a closing section; `json`: `stats`).",
+                       {"type": "boolean", "default": False})],
             security=read_auth)},
         "/api/v1/rooms/{name}/qr.svg": {"parameters": room, "get": _operation(
             "roomQrCode", "pages", "The room's QR code",
@@ -534,13 +779,19 @@ def _paths() -> JSON:
         "/api/v1/rooms/{name}/live": {"parameters": room, "get": _operation(
             "live", "live", "Live view (websocket)", _LIVE,
             {"101": {"description": "Switching Protocols: the websocket is open and the"
-                     " first frame is `welcome`."}},
+                     " first frame is `welcome`."},
+             "400": _error(400, ("bad_request",)),
+             "405": _error(405, ("method_not_allowed",))},
             parameters=[
                 _query("since", "Send every message with seq greater than this first,"
                        " then live ones. Without it, the last 100 messages.",
-                       _integer("A seq.", 0)),
+                       _integer("A seq.", 0, _MAX_SEQ)),
                 _query("token", "A participant token (enables posting; needed for a"
-                       " password room).", {"type": "string"}),
+                       " password room), or the owner token (posts as the host, receives"
+                       " the approval queue's frames).", {"type": "string"}),
+                _query("room_id", "The `id` of the room the client followed: if it is not"
+                       " this room's (the name was reused), `since` is ignored and the"
+                       " welcome says `new_room`.", {"type": "string"}),
             ])},
         "/api/v1/rooms/{name}/events": {"parameters": room, "get": _operation(
             "events", "live", "Live view (server-sent events)", _EVENTS,
@@ -550,20 +801,24 @@ def _paths() -> JSON:
                          "X-Accel-Buffering": {"schema": {"type": "string", "const": "no"}},
                      },
                      "content": {"text/event-stream": {"schema": {
-                         "type": "string", "examples": [
-                             'id: 57\ndata: {"type":"welcome","room":{...},"you":null}\n\n'
-                             'id: 58\ndata: {"type":"message","message":{...}}\n\n'
-                             ': keep-alive\n\n']}}}}},
+                         "type": "object", "required": ["data"],
+                         "description": "One event: `data` is a server frame as JSON, `id`"
+                         " a seq (on `welcome` and `message` events).",
+                         "properties": {"data": {"type": "string",
+                                                 "contentMediaType": "application/json"},
+                                        "id": {"type": "string", "pattern": "^[0-9]+$"}},
+                         "examples": [{"id": "58", "data": '{"type":"message","message":{}}'}],
+                     }}}}},
             errors={400: ("bad_request",), 401: ("unauthorized",), 404: ("not_found",)},
             parameters=[
                 _query("since", "Send every message with seq greater than this first,"
                        " then live ones. Without it (and without `Last-Event-ID`), the"
-                       " last 100 messages.", _integer("A seq.", 0)),
+                       " last 100 messages.", _integer("A seq.", 0, _MAX_SEQ)),
                 _query("token", "A participant or owner token (needed for a password"
                        " room); `Authorization: Bearer` works too.", {"type": "string"}),
                 {"name": "Last-Event-ID", "in": "header", "required": False,
                  "description": "The last event id received: resume after that seq"
-                 " (instead of `since`).", "schema": _integer("A seq.", 0)},
+                 " (instead of `since`).", "schema": _integer("A seq.", 0, _MAX_SEQ)},
             ],
             security=read_auth)},
         "/replay/{path}": {
@@ -614,17 +869,24 @@ def _paths() -> JSON:
             {"200": _html()})},
         "/{name}": {"parameters": room, "get": _operation(
             "roomPage", "pages", "Browser page: a room",
-            "The browser page to join and chat in room `name`.", {"200": _html()})},
+            "The browser page to join and chat in room `name`.",
+            {"200": _html(), "404": _html("The same page, for a name no room can have.")})},
         "/{name}/present": {"parameters": room, "get": _operation(
             "presentPage", "pages", "Browser page: the projector view",
             "A read-only view of room `name` for a projector: large type, the newest"
             " messages or the top questions, the pinned question, the join link and its"
-            " QR code.", {"200": _html()})},
+            " QR code.",
+            {"200": _html(), "404": _html("The same page, for a name no room can have.")})},
     }
 
 
-def _html() -> JSON:
-    return {"description": "An HTML page.",
+def _held_id() -> JSON:
+    return {"name": "id", "in": "path", "required": True,
+            "description": "The held post's id.", "schema": {"type": "string", "maxLength": 64}}
+
+
+def _html(description: str = "An HTML page.") -> JSON:
+    return {"description": description,
             "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
@@ -642,6 +904,8 @@ def openapi_document(version: str) -> dict[str, Any]:
         "tags": [
             {"name": "rooms", "description": "Create, inspect and join rooms."},
             {"name": "messages", "description": "Read and post messages."},
+            {"name": "questions", "description": "Questions, votes, answered and pinned."},
+            {"name": "moderation", "description": "The approval queue and restricted words."},
             {"name": "live", "description": "The live view: a websocket, or server-sent"
              " events where websockets do not pass."},
             {"name": "replay", "description": "The reflektor endpoint."},
