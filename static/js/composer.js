@@ -1,7 +1,9 @@
 // The composer: its character counter, posting over the socket (or HTTP while it is down), and post errors.
+// A participant may ask a question (when the room has questions on); the owner posts as the host.
 import { api, ApiError, roomPath } from './api.js';
 import { $, showText } from './dom.js';
 import { addPostedMessage } from './message-list.js';
+import { addPending } from './pending.js';
 import { isOwnMessage, roomName, session } from './room-session.js';
 
 const ACK_TIMEOUT = 10000;
@@ -9,6 +11,8 @@ const PLACEHOLDERS = {
   open: 'Write a message…',
   paused: 'Posting is paused',
   closed: 'The room is closed',
+  locked: 'Only the host can post now',
+  host: 'Write as the host…',
 };
 
 const el = {
@@ -17,6 +21,12 @@ const el = {
   send: $('send'),
   counter: $('counter'),
   postError: $('post-error'),
+  ask: $('ask-question'),
+  askLabel: $('ask-label'),
+  who: $('posting-as'),
+  postAsLabel: $('post-as-label'),
+  postAs: $('post-as'),
+  leave: $('leave'),
 };
 
 const pending = new Map(); // ref -> {body, timer}: socket posts waiting for their ack
@@ -25,6 +35,7 @@ let sendingHttp = false;
 let cooldownUntil = 0;
 let cooldownTimer = null;
 let refCounter = 0;
+let chosenPostAs = null; // 'host' or 'me', once the owner picked one
 let liveSocket = () => null;
 let sessionExpired = () => {};
 
@@ -42,7 +53,29 @@ function maxLength() {
   return max > 0 ? max : 280;
 }
 
+// Whether the next post goes out as the host: the owner's, unless they chose their nickname.
+function postingAsHost() {
+  return session.owner !== null && (session.me === null || el.postAs.value === 'host');
+}
+
+// Who the composer posts as: the owner picks between the host and their nickname, if they joined.
+function updateWho() {
+  const host = session.room && session.room.host_name ? session.room.host_name : 'Host';
+  const options = [['host', `${host} (host)`]];
+  if (session.me) options.unshift(['me', session.me.nickname]);
+  if (el.postAs.options.length !== options.length
+      || options.some(([value, text], i) => el.postAs.options[i].value !== value || el.postAs.options[i].text !== text)) {
+    el.postAs.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
+    // As the owner chose, else under the nickname they joined with.
+    if (options.some(([value]) => value === chosenPostAs)) el.postAs.value = chosenPostAs;
+  }
+  el.postAsLabel.hidden = !session.owner;
+  el.who.hidden = Boolean(session.owner);
+  el.leave.hidden = !session.me;
+}
+
 export function updateComposer() {
+  updateWho();
   const count = codePoints(el.body.value);
   const max = maxLength();
   el.counter.textContent = `${count} / ${max}`;
@@ -51,8 +84,14 @@ export function updateComposer() {
   el.counter.dataset.level = count > max ? 'over' : near ? 'warn' : 'ok';
   el.body.setAttribute('aria-invalid', count > max ? 'true' : 'false');
   const roomState = session.room ? session.room.state : 'open';
-  el.body.disabled = !session.me || roomState !== 'open' || session.stopped;
-  el.body.placeholder = PLACEHOLDERS[roomState] || PLACEHOLDERS.open;
+  const locked = Boolean(session.room && session.room.locked);
+  const host = postingAsHost();
+  const allowed = host ? roomState !== 'closed' : roomState === 'open' && !locked;
+  el.body.disabled = !(session.me || session.owner) || !allowed || session.stopped;
+  if (host && allowed) el.body.placeholder = PLACEHOLDERS.host;
+  else if (roomState === 'open' && locked) el.body.placeholder = PLACEHOLDERS.locked;
+  else el.body.placeholder = PLACEHOLDERS[roomState] || PLACEHOLDERS.open;
+  el.askLabel.hidden = !(session.room && session.room.qa);
   el.send.disabled = el.body.disabled || count === 0 || count > max || sendingHttp
     || pending.size > 0 || Date.now() < cooldownUntil;
 }
@@ -76,18 +115,24 @@ export function focusComposer() {
   el.body.focus();
 }
 
+// The draft went through (posted or held): empty the composer if it still holds that text.
+function clearDraft(body) {
+  if (el.body.value.trim() === body) {
+    el.body.value = '';
+    el.ask.checked = false;
+    autosize();
+  }
+}
+
 function settlePending(ref, errorFrame) {
   const entry = pending.get(ref);
   if (!entry) return;
   clearTimeout(entry.timer);
   pending.delete(ref);
   if (errorFrame) {
-    showPostError(errorFrame.code, errorFrame.message, errorFrame.retry_after ?? null);
+    showPostError(errorFrame.code, errorFrame.message, errorFrame.retry_after ?? null, entry.host);
   } else {
-    if (el.body.value.trim() === entry.body) {
-      el.body.value = '';
-      autosize();
-    }
+    clearDraft(entry.body);
     setPostError('');
   }
   updateComposer();
@@ -108,7 +153,7 @@ export function showServerError(frame) {
   if (live && live.isOpen) {
     // (Before the welcome, an error explains the close that follows: the page's onClose handles it.)
     setPostError(frame.message || 'The server reported an error.');
-    if (frame.code === 'unauthorized') sessionExpired();
+    if (frame.code === 'unauthorized' && !session.owner) sessionExpired();
   }
 }
 
@@ -152,11 +197,14 @@ function startCooldown(seconds) {
   cooldownTimer = setInterval(tick, 1000);
 }
 
-function showPostError(code, message, retryAfter) {
+// `host`: the post was the owner's, as the host (a refusal then says nothing about our nickname).
+function showPostError(code, message, retryAfter, host = false) {
   const seconds = Math.ceil(Number(retryAfter));
   if (code === 'rate_limited' && seconds > 0) {
     setPostError('', code);
     startCooldown(seconds);
+  } else if (code === 'room_locked') {
+    setPostError('The owner has locked the room: only the host can post now.', code);
   } else if (code === 'muted') {
     setPostError('The room’s owner has muted you: you can read along, but you cannot post.', code);
   } else if (code === 'rate_limited') {
@@ -164,18 +212,23 @@ function showPostError(code, message, retryAfter) {
   } else {
     setPostError(message || 'Your message could not be posted.', code);
   }
-  if (code === 'unauthorized') sessionExpired();
+  if (code === 'unauthorized' && !host) sessionExpired();
   updateComposer();
 }
 
 async function post() {
   const body = el.body.value.trim();
   const count = codePoints(body);
-  if (!session.me || count === 0 || count > maxLength() || el.send.disabled) return;
+  if (!(session.me || session.owner) || count === 0 || count > maxLength() || el.send.disabled) return;
   setPostError('');
   lostBody = null;
+  const host = postingAsHost();
+  const question = Boolean(session.room && session.room.qa) && el.ask.checked;
+  // What the post says besides its body: a question, a host post.
+  const flags = { ...(question ? { question } : {}), ...(host ? { host } : {}) };
   const live = liveSocket();
-  if (live && live.isOpen) {
+  // The owner's socket posts as the host, a participant's as that participant.
+  if (live && live.isOpen && host === (session.owner !== null)) {
     const ref = newRef();
     const timer = setTimeout(() => {
       if (!pending.has(ref)) return;
@@ -184,25 +237,26 @@ async function post() {
       setPostError('The server has not confirmed your message yet. It may still arrive.');
       updateComposer();
     }, ACK_TIMEOUT);
-    pending.set(ref, { body, timer });
-    live.send({ type: 'post', body, ref });
+    pending.set(ref, { body, timer, host });
+    live.send({ type: 'post', body, ref, ...flags });
     updateComposer();
     return;
   }
   sendingHttp = true;
   updateComposer();
   try {
-    const message = await api('POST', `${roomPath(roomName)}/messages`, { body: { body }, token: session.me.token });
-    addPostedMessage(message);
-    if (el.body.value.trim() === body) {
-      el.body.value = '';
-      autosize();
-    }
+    const result = await api('POST', `${roomPath(roomName)}/messages`, {
+      body: { body, ...flags },
+      token: host ? session.owner.token : session.me.token,
+    });
+    if (result && result.held) addPending(result.held);
+    else addPostedMessage(result);
+    clearDraft(body);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
+    if (err instanceof ApiError && err.status === 401 && !host) {
       sessionExpired();
     } else if (err instanceof ApiError) {
-      showPostError(err.code, err.message, err.retryAfter);
+      showPostError(err.code, err.message, err.retryAfter, host);
     } else {
       setPostError('Your message could not be posted.');
     }
@@ -225,6 +279,10 @@ export function setupComposer({ socket, onSessionExpired }) {
     autosize();
     updateComposer();
     if (el.postError.dataset.code !== 'rate_limited') setPostError('');
+  });
+  el.postAs.addEventListener('change', () => {
+    chosenPostAs = el.postAs.value;
+    updateComposer();
   });
   el.body.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {

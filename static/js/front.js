@@ -93,6 +93,8 @@ function setupCreate() {
     const title = titleInput.value.trim();
     if (title) body.title = title;
     if (password.value) body.password = password.value;
+    if ($('room-qa').checked) body.qa = true;
+    if ($('room-pre').checked) body.moderation = 'pre';
     submit.disabled = true;
     submit.textContent = 'Creating…';
     try {

@@ -1,4 +1,5 @@
-// The message list: seq order, following the newest, the "New messages" button, earlier pages, the resume point.
+// The message list: seq order, following the newest, the "New messages" button, earlier pages, the
+// resume point, and messages changed in place (votes, answered, pinned).
 import { api, roomPath } from './api.js';
 import { $ } from './dom.js';
 import { messageActions, renderMessage } from './render.js';
@@ -16,6 +17,7 @@ const el = {
 };
 
 const items = new Map(); // seq -> <li>
+const shown = new Map(); // seq -> the Message shown in that <li>
 let highestSeq = 0; // highest seq received over the live socket: the resume point
 let resumeFloor = null; // where the first backlog started: resuming from there loses nothing
 let floorSeq = null; // lowest seq we have covered going backwards (for "load earlier")
@@ -47,21 +49,29 @@ function updateEarlier() {
   el.earlier.hidden = !(floorSeq !== null && floorSeq > 1);
 }
 
-// Gives the message in `li` the owner's buttons, or takes them away when we do not own the room.
-function showActions(li) {
-  const meta = li.querySelector('.meta');
-  meta.querySelector('.message-actions')?.remove();
-  if (!session.owner) return;
-  const author = li.dataset.participant;
-  const mutable = author !== undefined && li.classList.contains('kind-chat') && !li.classList.contains('mine');
-  meta.appendChild(messageActions(mutable ? session.owner.muted.has(author) : null));
+// Who may vote: a participant, in a room with questions on.
+export function voteOptions(message) {
+  return {
+    voted: session.voted.has(message.seq),
+    canVote: session.me !== null && Boolean(session.room && session.room.qa),
+  };
+}
+
+// The <li> for `message`, with the owner's buttons when we own the room.
+export function render(message) {
+  const li = renderMessage(message, { me: session.me ? session.me.nickname : null, vote: voteOptions(message) });
+  if (session.owner) {
+    const author = li.dataset.participant;
+    const mutable = author !== undefined && li.classList.contains('kind-chat') && !li.classList.contains('mine');
+    li.querySelector('.meta').appendChild(messageActions(message, mutable ? session.owner.muted.has(author) : null));
+  }
+  return li;
 }
 
 // Inserts a message in seq order unless it is already shown. Returns true when added.
 function addMessage(message) {
   if (!message || typeof message.seq !== 'number' || items.has(message.seq)) return false;
-  const li = renderMessage(message, { me: session.me ? session.me.nickname : null });
-  showActions(li);
+  const li = render(message);
   let before = null;
   const lastLi = el.messages.lastElementChild;
   if (lastLi && Number(lastLi.dataset.seq) > message.seq) {
@@ -74,7 +84,24 @@ function addMessage(message) {
   }
   el.messages.insertBefore(li, before);
   items.set(message.seq, li);
+  shown.set(message.seq, message);
   return true;
+}
+
+// The message of that seq, if it is shown.
+export function shownMessage(seq) {
+  return shown.get(seq) || null;
+}
+
+// A message changed (an `updated` frame, an owner action's answer): redraw it if it is shown.
+export function updateMessage(message) {
+  const old = shown.get(message.seq);
+  if (!old) return;
+  const merged = { ...old, ...message };
+  shown.set(message.seq, merged);
+  const li = render(merged);
+  items.get(message.seq).replaceWith(li);
+  items.set(message.seq, li);
 }
 
 // A message from the live socket. Returns true when it is new.
@@ -105,27 +132,34 @@ export function removeMessage(seq) {
   if (!li) return;
   li.remove();
   items.delete(seq);
+  shown.delete(seq);
   updateEmpty();
 }
 
-// Marks our own chat messages and redoes the owner's buttons, after we joined or left, or
-// the owner's view changed (a mute, an owner token found invalid).
+// Redraws every message (our own marked, the owner's buttons, the vote buttons), after we
+// joined or left, voted elsewhere, or the owner's view changed (a mute, an owner token found invalid).
 export function refreshMessages() {
-  const nick = session.me ? session.me.nickname.toLowerCase() : null;
-  for (const li of items.values()) {
-    const author = li.querySelector('.author');
-    li.classList.toggle('mine', li.classList.contains('kind-chat') && nick !== null
-                        && author.textContent.toLowerCase() === nick);
-    showActions(li);
+  for (const [seq, message] of shown) {
+    const li = render(message);
+    items.get(seq).replaceWith(li);
+    items.set(seq, li);
   }
 }
 
-// The room was deleted: its messages are gone.
-export function clearMessages() {
+// The room was deleted, or made anew under its name: its messages are gone. `startOver` also
+// forgets the resume point, so the next connection starts afresh.
+export function clearMessages({ startOver = false } = {}) {
   for (const li of items.values()) li.remove();
   items.clear();
+  shown.clear();
   el.empty.hidden = true;
   el.earlier.hidden = true;
+  if (startOver) {
+    highestSeq = 0;
+    resumeFloor = null;
+    floorSeq = null;
+    welcomed = false;
+  }
 }
 
 // The live socket's welcome (`room` is the room it describes); the backlog follows it.

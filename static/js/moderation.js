@@ -1,15 +1,16 @@
 // The owner's moderation: the list of people with mute and unmute, and the buttons on each message
-// (delete it, mute its author). Every nickname goes into the page as text.
+// (pin it, mark a question answered, delete it, mute its author). Every nickname goes into the page as text.
 import { $ } from './dom.js';
 import { refreshMessages, removeMessage } from './message-list.js';
 import { ownerAction, ownerApi, ownerStatus } from './owner.js';
+import { applyUpdated, forgetMessage } from './questions.js';
 import { session } from './room-session.js';
 
 const el = {
   menu: $('people-menu'),
   list: $('people-list'),
   empty: $('people-empty'),
-  messages: $('messages'),
+  lists: [$('messages'), $('questions')],
 };
 
 let people = []; // [{id, nickname, muted}] as the server last listed them
@@ -80,8 +81,21 @@ function deleteMessage(li) {
   ownerAction(async () => {
     await ownerApi('DELETE', `/messages/${seq}`);
     removeMessage(seq);
+    forgetMessage(seq);
   });
 }
+
+// Pin or unpin a message, or mark a question answered or not: `change` is {pinned} or {answered}.
+function changeMessage(seq, change) {
+  return ownerAction(async () => applyUpdated(await ownerApi('PATCH', `/messages/${seq}`, change)));
+}
+
+const CHANGES = {
+  pin: { pinned: true },
+  unpin: { pinned: false },
+  answer: { answered: true },
+  unanswer: { answered: false },
+};
 
 export function setupModeration() {
   el.menu.addEventListener('toggle', () => {
@@ -93,12 +107,14 @@ export function setupModeration() {
     const person = people.find((p) => p.id === button.dataset.id);
     if (person) setMuted(person.id, button.dataset.action === 'mute', person.nickname);
   });
-  el.messages.addEventListener('click', (event) => {
+  const onClick = (event) => {
     const button = event.target.closest('button.message-action');
     if (!button || !session.owner) return;
     const li = button.closest('li.message');
     const action = button.dataset.action;
     if (action === 'delete') deleteMessage(li);
+    else if (CHANGES[action]) changeMessage(Number(li.dataset.seq), CHANGES[action]);
     else setMuted(li.dataset.participant, action === 'mute', li.querySelector('.author').textContent);
-  });
+  };
+  for (const list of el.lists) list.addEventListener('click', onClick);
 }

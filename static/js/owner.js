@@ -13,7 +13,8 @@ const el = {
   pause: $('owner-pause'),
   resume: $('owner-resume'),
   close: $('owner-close'),
-  menus: [$('people-menu'), $('more-menu')],
+  menus: [...document.querySelectorAll('#owner-bar details.menu')],
+  present: $('present-link'),
   formats: $('transcript-formats'),
   lifetime: $('lifetime'),
   expiry: $('owner-expiry'),
@@ -132,6 +133,7 @@ function setupMenus() {
 // apply(room): takes in the room as a PATCH returns it.
 export function setupOwner({ apply }) {
   applyRoom = apply;
+  el.present.href = `/${encodeURIComponent(roomName)}/present`;
   el.pause.addEventListener('click', () => setState('paused'));
   el.resume.addEventListener('click', () => setState('open'));
   el.close.addEventListener('click', () => {

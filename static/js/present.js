@@ -23,11 +23,11 @@ const el = {
   notice: $('room-notice'),
   pinned: $('pinned'),
   pinnedBody: $('pinned-body'),
-  pinnedAuthor: $('pinned-author'),
-  pinnedVotes: $('pinned-votes'),
+  pinnedMeta: $('pinned-meta'),
   qr: $('qr'),
   joinLink: $('join-link'),
   viewButtons: document.querySelectorAll('.present-controls [data-view]'),
+  newestButton: $('view-newest'),
   topButton: $('view-top'),
   fullscreen: $('fullscreen'),
 };
@@ -35,6 +35,7 @@ const el = {
 const messages = new Map(); // seq -> Message, as last sent or updated
 let room = null; // the room as last described
 let highestSeq = 0; // the resume point
+let welcomed = false; // since the page (or the room) started
 let chosenView = VIEWS.includes(new URLSearchParams(location.search).get('view'))
   ? new URLSearchParams(location.search).get('view') : null; // null: the room decides
 let drawQueued = false;
@@ -117,20 +118,19 @@ function topQuestions() {
     .slice(0, TOP_SHOWN);
 }
 
-function pinnedQuestion() {
-  let found = null;
-  for (const m of messages.values()) if (m.pinned && (!found || m.seq > found.seq)) found = m;
-  return found;
+function pinnedMessage() {
+  const seq = room ? room.pinned : null;
+  return Number.isInteger(seq) ? messages.get(seq) || null : null;
 }
 
 function drawPinned() {
-  const pin = pinnedQuestion();
+  const pin = pinnedMessage();
   el.pinned.hidden = !pin;
   if (!pin) return;
   el.pinnedBody.replaceChildren();
   appendLinkified(el.pinnedBody, typeof pin.body === 'string' ? pin.body : '');
-  el.pinnedAuthor.textContent = typeof pin.author === 'string' ? pin.author : '';
-  el.pinnedVotes.textContent = votesText(voteCount(pin));
+  const author = typeof pin.author === 'string' ? pin.author : '';
+  el.pinnedMeta.textContent = pin.question ? `${author} · ${votesText(voteCount(pin))}` : author;
 }
 
 function draw() {
@@ -138,6 +138,7 @@ function draw() {
   const view = currentView();
   document.body.dataset.view = view;
   el.topButton.hidden = !qaOn();
+  el.newestButton.hidden = !qaOn();
   for (const button of el.viewButtons) button.setAttribute('aria-pressed', String(button.dataset.view === view));
   const shown = view === 'top' ? topQuestions() : newest();
   el.list.replaceChildren(...shown.map((m) => item(m, { showVotes: view === 'top' })));
@@ -158,9 +159,39 @@ const STATE_NOTICES = {
   closed: 'The room is closed.',
 };
 
+// Every question (the live backlog brings only the latest messages) and the pinned message.
+async function loadQuestions() {
+  if (!qaOn()) return;
+  try {
+    const page = await api('GET', `${roomPath(roomName)}/questions?order=top&limit=1000`, { token: readToken() });
+    for (const q of (page && page.questions) || []) {
+      if (typeof q.seq === 'number' && !messages.has(q.seq)) messages.set(q.seq, q);
+    }
+    redraw();
+  } catch {
+    // The live backlog still brings the recent ones.
+  }
+}
+
+async function loadPinned() {
+  const seq = room ? room.pinned : null;
+  if (!Number.isInteger(seq) || messages.has(seq)) return;
+  try {
+    const page = await api('GET', `${roomPath(roomName)}/messages?after=${seq - 1}&limit=1`, { token: readToken() });
+    const found = ((page && page.messages) || []).find((m) => m.seq === seq);
+    if (found && !messages.has(seq)) messages.set(seq, found);
+    redraw();
+  } catch {
+    // No banner until the next room frame.
+  }
+}
+
 function applyRoom(next) {
   if (!next || typeof next !== 'object') return;
+  const hadQa = qaOn();
   room = { ...(room || {}), ...next };
+  if (!hadQa && qaOn() && welcomed) loadQuestions();
+  loadPinned();
   const title = room.title || room.name || roomName;
   el.title.textContent = title;
   document.title = `${title} · projector · tmd`;
@@ -173,13 +204,16 @@ function applyRoom(next) {
 function startOver() {
   messages.clear();
   highestSeq = 0;
+  welcomed = false;
 }
 
 function onFrame(frame) {
   switch (frame.type) {
     case 'welcome':
-      if (frame.new_room || frame.room_is_new) startOver();
+      if (frame.new_room) startOver();
       applyRoom(frame.room);
+      if (!welcomed) loadQuestions();
+      welcomed = true;
       break;
     case 'message': {
       const message = frame.message || {};
@@ -191,8 +225,8 @@ function onFrame(frame) {
     }
     case 'updated': {
       const message = frame.message || {};
-      if (typeof message.seq !== 'number') break;
-      messages.set(message.seq, { ...(messages.get(message.seq) || {}), ...message });
+      if (typeof message.seq !== 'number' || !messages.has(message.seq)) break;
+      messages.set(message.seq, { ...messages.get(message.seq), ...message });
       redraw();
       break;
     }
@@ -212,8 +246,10 @@ function onFrame(frame) {
 
 function liveUrl(transport) {
   const params = new URLSearchParams();
-  // The whole room where questions are shown (the top ones may be old), else the usual backlog.
-  if (highestSeq > 0 || qaOn()) params.set('since', String(highestSeq));
+  if (highestSeq > 0) {
+    params.set('since', String(highestSeq));
+    if (room && room.id) params.set('room_id', String(room.id));
+  }
   const token = readToken();
   if (token) params.set('token', token);
   const query = params.toString();

@@ -83,10 +83,21 @@ function actionButton(action, text, title) {
   return button;
 }
 
-// The owner's buttons on a message: delete it, and mute or unmute its author.
-// `muted` is true or false for a chat message by someone else, null when there is no one to mute.
-export function messageActions(muted) {
+// The owner's buttons on a message: pin it, mark a question answered, delete it, and mute or
+// unmute its author. `muted` is true or false for a chat message by someone else, null when
+// there is no one to mute.
+export function messageActions(message, muted) {
   const actions = span('message-actions');
+  if (message.kind !== 'system') {
+    actions.appendChild(message.pinned
+      ? actionButton('unpin', 'unpin', 'Stop showing this as the one now discussed')
+      : actionButton('pin', 'pin', 'Show this to everyone as the one now discussed'));
+  }
+  if (message.question) {
+    actions.appendChild(message.answered
+      ? actionButton('unanswer', 'reopen', 'Mark this question as not answered yet')
+      : actionButton('answer', 'answered', 'Mark this question answered'));
+  }
   actions.appendChild(actionButton('delete', 'delete', 'Delete this message for everyone'));
   if (muted !== null) {
     actions.appendChild(muted
@@ -96,8 +107,47 @@ export function messageActions(muted) {
   return actions;
 }
 
-// Builds the <li> for one message. `me` is the current nickname (or null).
-export function renderMessage(message, { me = null } = {}) {
+export function votesLabel(count) {
+  return count === 1 ? '1 vote' : `${count} votes`;
+}
+
+// A question's vote button: pressed when we vote for it; disabled when we cannot vote.
+export function voteButton(message, { voted = false, canVote = false } = {}) {
+  const votes = Number.isInteger(message.votes) ? message.votes : 0;
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'vote';
+  button.dataset.action = voted ? 'unvote' : 'vote';
+  button.setAttribute('aria-pressed', String(voted));
+  button.disabled = !canVote;
+  button.title = canVote ? (voted ? 'Take your vote back' : 'Vote for this question')
+    : 'Join the room to vote';
+  button.setAttribute('aria-label', `${votesLabel(votes)}. ${button.title}`);
+  button.appendChild(span('vote-arrow', '▲'));
+  button.appendChild(span('vote-count', String(votes)));
+  return button;
+}
+
+function tag(name, text) {
+  return span('tag tag-' + name, text);
+}
+
+// The tags after the author: host, question, answered, edited, pinned.
+function appendTags(meta, message) {
+  if (message.host) meta.appendChild(tag('host', 'host'));
+  if (message.question) meta.appendChild(tag('question', 'question'));
+  if (message.answered) meta.appendChild(tag('answered', 'answered'));
+  if (message.pinned) meta.appendChild(tag('pinned', 'now discussing'));
+  if (message.edited) {
+    const edited = tag('edited', 'edited');
+    edited.title = 'The owner edited this before approving it';
+    meta.appendChild(edited);
+  }
+}
+
+// Builds the <li> for one message. `me` is the current nickname (or null); `vote` is for a
+// question's vote button ({voted, canVote}).
+export function renderMessage(message, { me = null, vote = {} } = {}) {
   const kind = ['chat', 'social', 'system'].includes(message.kind) ? message.kind : 'chat';
   const li = document.createElement('li');
   li.className = 'message kind-' + kind;
@@ -105,11 +155,17 @@ export function renderMessage(message, { me = null } = {}) {
   if (typeof message.participant_id === 'string') li.dataset.participant = message.participant_id;
 
   const author = typeof message.author === 'string' ? message.author : '';
-  if (kind === 'chat' && me && author.toLowerCase() === me.toLowerCase()) li.classList.add('mine');
+  if (kind === 'chat' && !message.host && me && author.toLowerCase() === me.toLowerCase()) {
+    li.classList.add('mine');
+  }
+  for (const flag of ['host', 'question', 'answered', 'pinned']) {
+    if (message[flag]) li.classList.add(flag);
+  }
 
   const meta = document.createElement('div');
   meta.className = 'meta';
   meta.appendChild(span('author', kind === 'system' && !author ? 'tmd' : author));
+  appendTags(meta, message);
 
   if (kind === 'social' && message.source && typeof message.source === 'object') {
     const network = typeof message.source.network === 'string' ? message.source.network : 'social';
@@ -137,5 +193,6 @@ export function renderMessage(message, { me = null } = {}) {
   body.className = 'body';
   appendLinkified(body, typeof message.body === 'string' ? message.body : '');
   li.appendChild(body);
+  if (message.question) li.prepend(voteButton(message, vote));
   return li;
 }

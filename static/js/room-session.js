@@ -8,9 +8,17 @@ export const session = {
   me: null, // {token, nickname, id} once joined
   owner: null, // {token, muted: Set of participant ids} when this browser created the room
   stopped: false, // the room is gone or the server refused us for good
+  voted: new Set(), // seqs of the questions we vote for
 };
 
-// The token to read the room with (a password room wants one): ours as a participant, else the owner's.
+// The token of the live connection: the owner's when this browser owns the room (the queue
+// arrives live on it and it posts as the host), else ours as a participant.
+export function liveToken() {
+  if (session.owner) return session.owner.token;
+  return session.me ? session.me.token : null;
+}
+
+// The token to read the room with over HTTP (a password room wants one).
 export function readToken() {
   if (session.me) return session.me.token;
   return session.owner ? session.owner.token : null;
@@ -18,7 +26,7 @@ export function readToken() {
 
 // A chat message posted under our nickname.
 export function isOwnMessage(message) {
-  return session.me !== null && message.kind === 'chat'
+  return session.me !== null && message.kind === 'chat' && !message.host
     && String(message.author).toLowerCase() === session.me.nickname.toLowerCase();
 }
 

@@ -13,6 +13,7 @@ const el = {
   online: $('online'),
   notice: $('room-notice'),
   joinForm: $('join-form'),
+  joinIntro: $('join-intro'),
   password: $('join-password'),
   composer: $('composer'),
   me: $('me'),
@@ -71,6 +72,16 @@ const STATE_NOTICES = {
   },
 };
 
+const LOCKED_NOTICES = {
+  owner: 'You locked the room: only you post, as the host; everyone reads along and can vote.',
+  other: 'The owner locked the room: only the host posts for now; you can read along and vote.',
+};
+
+const JOIN_INTRO = {
+  owner: 'You post as the host. To take part under a nickname as well, pick one.',
+  other: 'You are reading as a guest. Pick a nickname to take part.',
+};
+
 // Which of join form / composer / notice are visible, from the room state and who we are.
 // (A closed room keeps the composer of those who joined, disabled, under its notice.)
 export function updatePanels() {
@@ -84,9 +95,15 @@ export function updatePanels() {
   const notice = STATE_NOTICES[roomState];
   if (notice) setNotice(session.owner ? notice.owner : notice.other, roomState);
   else clearNotice('closed', 'paused');
+  if (r && r.locked && roomState === 'open') {
+    setNotice(session.owner ? LOCKED_NOTICES.owner : LOCKED_NOTICES.other, 'locked');
+  } else {
+    clearNotice('locked');
+  }
   const joined = session.me !== null;
-  el.composer.hidden = !joined;
+  el.composer.hidden = !(joined || session.owner);
   el.joinForm.hidden = joined || roomState === 'closed' || r === null;
+  el.joinIntro.textContent = session.owner ? JOIN_INTRO.owner : JOIN_INTRO.other;
   if (joined) el.me.textContent = session.me.nickname;
 }
 

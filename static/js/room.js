@@ -10,10 +10,17 @@ import {
 } from './message-list.js';
 import { loadPeople, setupModeration } from './moderation.js';
 import { dropOwner, savedOwner, setupOwner, updateOwnerBar } from './owner.js';
-import { forgetRoomTokens, readToken, roomName, session } from './room-session.js';
+import { addPending, clearPending, loadPending, releasePending } from './pending.js';
+import {
+  applyUpdated, clearQuestions, forgetMessage, loadQuestions, loadVotes, noteMessage, roomChanged,
+  setupQuestions,
+} from './questions.js';
+import { addHeld, clearQueue, loadQueue, removeHeld, setupQueue, updateQueue } from './queue.js';
+import { forgetRoomTokens, liveToken, roomName, session } from './room-session.js';
 import {
   setConnState, setNotice, setupRoomView, showNotFound, showOnline, showRoom, updatePanels,
 } from './room-view.js';
+import { setupSettings, updateSettings } from './settings.js';
 import { setupShareBar } from './share-link.js';
 
 let live = null;
@@ -27,14 +34,29 @@ function applyRoom(room) {
   showRoom();
   updateComposer();
   updateOwnerBar();
+  updateSettings();
+  updateQueue();
+  roomChanged();
+  if (previous && !previous.qa && session.room.qa) loadQuestions();
+}
+
+// The room under this name is not the one we were following (deleted and made again): start over.
+function startOver() {
+  clearMessages({ startOver: true });
+  clearQuestions();
+  clearPending();
+  clearQueue();
 }
 
 // The URL of the websocket ('live') or of the event stream ('events'), which say the same.
 function liveUrl(transport) {
   const params = new URLSearchParams();
   const since = resumePoint();
-  if (since !== null) params.set('since', String(since));
-  const token = readToken();
+  if (since !== null) {
+    params.set('since', String(since));
+    if (session.room && session.room.id) params.set('room_id', String(session.room.id));
+  }
+  const token = liveToken();
   if (token) params.set('token', token);
   const query = params.toString();
   const path = `${roomPath(roomName)}/${transport}${query ? '?' + query : ''}`;
@@ -57,18 +79,44 @@ async function refusal(usedToken) {
 
 function onFrame(frame) {
   switch (frame.type) {
-    case 'welcome':
+    case 'welcome': {
+      const renewed = Boolean(frame.new_room);
+      if (renewed) startOver();
       welcome(frame.room);
       applyRoom(frame.room);
-      confirmParticipant(frame.you);
-      break;
-    case 'message': {
-      const message = frame.message || {};
-      if (addLiveMessage(message)) noteLiveMessage(message);
+      if (session.me && liveToken() === session.me.token) confirmParticipant(frame.you);
+      // What changed while we were away: frames about the queue are not resent.
+      loadQueue();
+      if (renewed) {
+        loadQuestions();
+        loadPending();
+      }
       break;
     }
+    case 'message': {
+      const message = frame.message || {};
+      if (addLiveMessage(message)) {
+        noteLiveMessage(message);
+        noteMessage(message);
+      }
+      break;
+    }
+    case 'updated':
+      applyUpdated(frame.message);
+      break;
     case 'deleted':
       removeMessage(frame.seq);
+      forgetMessage(frame.seq);
+      break;
+    case 'pending':
+      addPending(frame.held);
+      break;
+    case 'held':
+      addHeld(frame.held);
+      break;
+    case 'released':
+      removeHeld(frame.id);
+      releasePending(frame.id, frame.outcome);
       break;
     case 'room':
       applyRoom(frame.room);
@@ -94,6 +142,9 @@ function onClose(code, reason, usedToken) {
     session.stopped = true;
     forgetRoomTokens();
     clearMessages();
+    clearQuestions();
+    clearQueue();
+    clearPending();
     showOnline(0);
     setNotice('This room was deleted by its owner: its messages are gone, and nobody can post here any more.', 'error');
     updatePanels();
@@ -130,8 +181,17 @@ async function main() {
   session.me = savedParticipant();
   session.owner = savedOwner();
   setupOwner({ apply: applyRoom });
+  setupSettings({ apply: applyRoom });
   setupModeration();
-  setupIdentity({ restart: () => live.restart() });
+  setupQueue();
+  setupQuestions();
+  setupIdentity({
+    restart: () => {
+      live.restart();
+      loadVotes();
+      loadPending();
+    },
+  });
   setupComposer({
     socket: () => live,
     onSessionExpired: () => forgetParticipant('Your session has expired. Please join again.'),
@@ -162,6 +222,8 @@ async function main() {
   });
   live.start();
   loadPeople(); // the owner's mute buttons on messages need to know who is muted
+  loadQuestions();
+  loadPending();
 }
 
 main();
