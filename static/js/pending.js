@@ -26,7 +26,6 @@ export function addPending(held) {
   const li = document.createElement('li');
   li.className = 'message pending';
   li.dataset.held = held.id;
-  if (held.question) li.classList.add('question');
   li.appendChild(note('meta pending-note', (REASONS[held.reason] || REASONS.moderation)
     + (held.question ? ' · question' : '')));
   li.appendChild(note('body', typeof held.body === 'string' ? held.body : ''));
