@@ -6,13 +6,14 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.static import Data
 
 from tests.clients import Http
@@ -176,3 +177,53 @@ class SlowlorisTests(TestCase):
         answers = await gatherResults([t.closed for t in tricklers])
         self.assertEqual({a[:12] for a in answers}, {b"HTTP/1.1 408"})
         self.assertEqual(guard.too_slow, 500)
+
+
+class Held(Resource):
+    """A resource that answers only when told: C{pending} holds its requests."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Request] = []
+
+    def render_GET(self, request: Request) -> int:
+        self.pending.append(request)
+        return NOT_DONE_YET
+
+
+class StopTests(SynchronousTestCase):
+    def test_close_http(self) -> None:
+        """
+        At stop, an idle keep-alive connection is closed at once, a busy one once it
+        has answered, a new one once it has sent its request and had its answer; the
+        stop waits for all of them.
+        """
+        held = Held()
+        guard = Guard(Site(held, timeout=None), Clock(), max_connections=5,
+                      max_per_address=5, header_timeout=10)
+        connections = []
+        for port in range(3):
+            protocol = guard.buildProtocol(v4("192.0.2.1", port))
+            assert protocol is not None
+            protocol.makeConnection(StringTransport())
+            connections.append(protocol)
+        idle, busy, new = connections
+        idle.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.pending.pop().finish()
+        busy.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+        stopped = Deferred.fromCoroutine(guard.close_http(5))
+        self.assertTrue(idle.transport.disconnecting)  # type: ignore[union-attr]
+        self.assertFalse(busy.transport.disconnecting)  # type: ignore[union-attr]
+        held.pending.pop().finish()
+        self.assertTrue(busy.transport.disconnecting)  # type: ignore[union-attr]
+        for protocol in (idle, busy):
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(stopped)
+        new.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.pending.pop().finish()
+        self.assertTrue(new.transport.disconnecting)  # type: ignore[union-attr]
+        new.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(stopped)
