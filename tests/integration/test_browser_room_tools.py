@@ -12,7 +12,10 @@ C{/tmp/projector.png} for people to look at.
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from tests.integration.test_browser import (
     PHONE,
     browser,
     check,
+    create_room,
     join,
     message,
     post,
@@ -41,6 +45,34 @@ WAVE = "Is light a wave?"
 WAVE_EDITED = "Is light a wave or a particle?"
 PHOTON = "What is a photon?"
 SPAM = "Buy cheap watches!"
+
+
+# Lets the test hold back the page's live connections (they go to an address that refuses the
+# upgrade) and close the open one, as a network that drops for a while would.
+LIVE_SWITCH = """
+window.__liveBlocked = false;
+window.__sockets = [];
+window.WebSocket = class extends window.WebSocket {
+  constructor(url, protocols) {
+    const blocked = window.__liveBlocked;
+    super(blocked ? String(url).replace(/\\/live(\\?|$)/, '/blocked$1') : url, protocols);
+    if (blocked) document.documentElement.dataset.blocked = 'yes';
+    window.__sockets.push(this);
+  }
+};
+"""
+
+
+def api(url: str, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+    """One call to the daemon's API from the test (its thread may block)."""
+    request = urllib.request.Request(url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        content = response.read()
+    return json.loads(content) if content else None
 
 
 def create_room_with_tools(page: Any, url: str) -> None:
@@ -201,20 +233,61 @@ def room_tools_scenario(url: str, artifacts: Path) -> None:
         expect(projected(projector).last).to_contain_text("Welcome, everyone")
 
 
+def new_room_scenario(url: str, artifacts: Path) -> None:
+    """
+    grace's connection drops while the room is deleted and made again under its name:
+    when she comes back, the welcome says the room is new, and her page starts over
+    instead of splicing the new room's messages onto the old one's.
+    """
+    from playwright.sync_api import expect
+
+    with browser(artifacts, allowed_errors=("WebSocket connection to",)) as chromium:
+        ada, grace = chromium.page("ada", DESKTOP), chromium.page("grace", PHONE)
+        grace.add_init_script(LIVE_SWITCH)
+        owner = create_room(ada, url, ROOM, TITLE)
+        join(ada, "ada")
+        post(ada, "From the first room")
+        grace.goto(f"{url}/{ROOM}")
+        expect(message(grace, "From the first room")).to_have_count(1)
+
+        grace.evaluate("window.__liveBlocked = true; window.__sockets.at(-1).close(4000, 'away')")
+        expect(grace.locator("html")).to_have_attribute("data-blocked", "yes")
+        api(url, "DELETE", f"/api/v1/rooms/{ROOM}", token=owner)
+        api(url, "POST", "/api/v1/rooms", {"name": ROOM, "title": "Physics 102"})
+        linus = api(url, "POST", f"/api/v1/rooms/{ROOM}/join", {"nickname": "linus"})["token"]
+        for body in ("New room, first", "New room, second"):
+            api(url, "POST", f"/api/v1/rooms/{ROOM}/messages", {"body": body}, token=linus)
+        grace.evaluate("window.__liveBlocked = false")
+
+        expect(message(grace, "New room, second")).to_have_count(1)
+        expect(grace.locator("#room-title")).to_have_text("Physics 102")
+        expect(message(grace, "From the first room")).to_have_count(0)
+        seqs = grace.eval_on_selector_all("#messages li.message",
+                                          "items => items.map(item => item.dataset.seq)")
+        check(seqs == ["1", "2"], f"grace's messages after the room was made again: {seqs}")
+
+
 class RoomToolsBrowserTests(TestCase):
     timeout = 120
 
-    def test_approve_vote_project(self) -> Deferred[None]:
-        """
-        The owner approves held questions, two participants vote, and the projector
-        shows the top question first with its count.
-        """
+    def run_scenario(self, scenario: Callable[[str, Path], None]) -> Deferred[None]:
         require_browser(self)
 
         async def run() -> None:
             daemon = await Daemon.start(self)
             artifacts = Path(self.mktemp()).resolve()
             artifacts.mkdir(parents=True)
-            await deferToThread(room_tools_scenario, daemon.url, artifacts)
+            await deferToThread(scenario, daemon.url, artifacts)
 
         return Deferred.fromCoroutine(run())
+
+    def test_approve_vote_project(self) -> Deferred[None]:
+        """
+        The owner approves held questions, two participants vote, and the projector
+        shows the top question first with its count.
+        """
+        return self.run_scenario(room_tools_scenario)
+
+    def test_room_made_again(self) -> Deferred[None]:
+        """A page that comes back to a room made again under its name starts over."""
+        return self.run_scenario(new_room_scenario)
