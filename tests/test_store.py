@@ -604,6 +604,18 @@ class StoreContractMixin(_TestCase):
         self.assertEqual(len(await self.pending(5)), 5)
         self.assertEqual(await self.pending(0), [])
 
+    async def test_pending_for_destination(self) -> None:
+        """With a destination, C{pending_deliveries} gives only its deliveries, oldest first."""
+        await self.store.add_outbox([delivery(f"e{i}", f"webhook {'ab'[i % 2]}")
+                                     for i in range(6)])
+        await self.store.dead_letter(delivery("e2", "webhook a"))
+        found = await self.store.pending_deliveries(2, "webhook a")
+        self.assertEqual([(d.id, d.destination) for d in found],
+                         [("e0", "webhook a"), ("e4", "webhook a")])
+        self.assertEqual([d.id for d in await self.store.pending_deliveries(10, "webhook b")],
+                         ["e1", "e3", "e5"])
+        self.assertEqual(await self.store.pending_deliveries(10, "webhook c"), [])
+
     async def test_delivered(self) -> None:
         """A delivered delivery is gone; settling it again, or an unknown one, is harmless."""
         sent = [delivery(f"e{i}") for i in range(3)]

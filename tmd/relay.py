@@ -7,6 +7,11 @@ deliveries are made before it is written: with the outbox on, the store writes t
 in the change's own transaction, so none is lost in a crash and the next start
 replays them (at-least-once: receivers drop duplicates by C{X-Tmd-Delivery}).
 Without the outbox they live in memory only. After the commit they go to the queues.
+
+A queue holds at most C{max_length} deliveries. Past that, without the outbox, they
+are dropped; with it, they wait in the outbox, and the queue reads them back, in
+order, a queueful at a time, each time it has drained: a long outage of one
+destination costs neither memory nor deliveries.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, cast
 import treq
 from attrs import frozen
 from treq.client import HTTPClient
-from twisted.internet.defer import DeferredList, TimeoutError
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -39,6 +44,8 @@ REQUEST_TIMEOUT = 30.0
 """Seconds a destination has to answer one delivery."""
 RESTORE_LIMIT = 1_000_000
 """Deliveries read back from the outbox at start, at most."""
+CATCH_UP_RETRY = 30.0
+"""Seconds before reading the outbox again when a read for a queue that fell behind failed."""
 
 
 class DeliveryFailed(Exception):
@@ -116,9 +123,18 @@ class Relay:
                 max_length=replay.max_length, describe=lambda d: f"delivery {d.id}")
             queue.on_delivered(self._delivered)
             queue.on_dead_letter(self._dead_letter)
+            queue.on_drained(partial(self._drained, destination.key))
             self.queues[destination.key] = queue
         self.dropped = 0
         """Deliveries refused by a full queue (kept in the outbox when it is on)."""
+        self._behind: dict[str, list[Delivery] | None] = {}
+        """
+        With the outbox on, the destinations whose queue was full: the outbox holds
+        their newer deliveries until the queue reads them back. While it reads, the
+        list gathers what is dispatched meanwhile (else None).
+        """
+        self._writes: dict[str, set[Deferred[None]]] = {}
+        """Outbox updates (delivered, dead) under way, by destination: a read waits for them."""
 
     @property
     def reflektor(self) -> bool:
@@ -172,17 +188,81 @@ class Relay:
         return delivery_id
 
     def dispatch(self, deliveries: Iterable[Delivery]) -> None:
-        """Queue each delivery for its destination; a full queue refuses, and says so."""
+        """
+        Queue each delivery for its destination; a full queue refuses, and says so. With
+        the outbox on, a destination that fell behind takes its deliveries from the
+        outbox (where these already are) once its queue has drained.
+        """
         for delivery in deliveries:
+            key = delivery.destination
+            if key in self._behind:
+                self.dropped += 1
+                reading = self._behind[key]
+                if reading is not None:  # the read under way may be too early to see it
+                    reading.append(delivery)
+                continue
             try:
-                self.queues[delivery.destination].push(delivery, delivery.created_at / 1000)
-            except (QueueFull, QueueClosed) as e:
+                self.queues[key].push(delivery, delivery.created_at / 1000)
+            except QueueFull:
+                self.dropped += 1
+                if self.durable:
+                    self._behind[key] = None
+                    self.log.warn("{destination}: the queue is full: deliveries wait in the"
+                                  " outbox until it has room", destination=self.queues[key].name)
+                else:
+                    self.log.warn("{destination}: delivery {id} dropped: the queue is full",
+                                  destination=self.queues[key].name, id=delivery.id)
+            except QueueClosed:
                 self.dropped += 1
                 where = "kept in the outbox for the next start" if self.durable else "dropped"
-                self.log.warn("{destination}: delivery {id} {where}: the queue is {state}",
-                              destination=self.queues[delivery.destination].name,
-                              id=delivery.id, where=where,
-                              state="full" if isinstance(e, QueueFull) else "closed")
+                self.log.warn("{destination}: delivery {id} {where}: the queue is closed",
+                              destination=self.queues[key].name, id=delivery.id, where=where)
+
+    def _drained(self, key: str) -> None:
+        """C{key}'s queue is empty: if it fell behind, read its next deliveries from the outbox."""
+        if key in self._behind and self._behind[key] is None:
+            Deferred.fromCoroutine(self._catch_up(key))
+
+    async def _catch_up(self, key: str) -> None:
+        """Queue C{key}'s oldest deliveries from the outbox, up to a queueful, in order."""
+        queue = self.queues[key]
+        arrived: list[Delivery] = []
+        self._behind[key] = arrived
+        limit = self._replay.max_length
+        try:
+            await DeferredList(list(self._writes.get(key, ())))  # those delivered are gone
+            stored = await self._store.pending_deliveries(limit, key)
+        except Exception as e:
+            self._behind[key] = None
+            self.log.warn("{destination}: could not read the outbox ({error}): trying again in"
+                          " {delay:g} s", destination=queue.name, error=e, delay=CATCH_UP_RETRY)
+            self._clock.callLater(CATCH_UP_RETRY, self._drained, key)
+            return
+        read = {delivery.id for delivery in stored}
+        try:
+            for delivery in [*stored, *(d for d in arrived if d.id not in read)]:
+                queue.push(delivery, delivery.created_at / 1000)
+        except QueueFull:  # a queueful: the next drain reads on
+            self._behind[key] = None
+            return
+        except QueueClosed:
+            return
+        if len(stored) < limit:
+            del self._behind[key]
+            self.log.info("{destination}: caught up with the outbox", destination=queue.name)
+        else:
+            self._behind[key] = None
+
+    def _track(self, key: str, write: Deferred[None]) -> None:
+        """Keep C{write}, an outbox update for C{key}, until it is done."""
+        writes = self._writes.setdefault(key, set())
+        writes.add(write)
+
+        def done(result: object) -> object:
+            writes.discard(write)
+            return result
+
+        write.addBoth(done)
 
     async def _send(self, destination: Destination, delivery: Delivery) -> None:
         headers = Headers({"User-Agent": [f"tmd/{__version__}"],
@@ -210,13 +290,13 @@ class Relay:
 
     def _delivered(self, delivery: Delivery) -> None:
         if self.durable:
-            self._store.delivered(delivery).addErrback(
-                lambda f: self.log.failure("could not clear delivery {id}", f, id=delivery.id))
+            self._track(delivery.destination, self._store.delivered(delivery).addErrback(
+                lambda f: self.log.failure("could not clear delivery {id}", f, id=delivery.id)))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         if self.durable:
-            self._store.dead_letter(delivery).addErrback(
-                lambda f: self.log.failure("could not keep dead delivery {id}", f, id=delivery.id))
+            self._track(delivery.destination, self._store.dead_letter(delivery).addErrback(
+                lambda f: self.log.failure("could not keep dead delivery {id}", f, id=delivery.id)))
 
     async def start(self) -> None:
         """With the outbox on, queue again what a previous run left undelivered."""
