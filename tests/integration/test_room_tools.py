@@ -12,6 +12,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.clients import Frames, Http, LiveClient, connect, count
 from tests.integration.daemon import CLEAN_STOP, Daemon
+from tests.integration.test_postgres import two_daemons
+from tests.postgres import fresh_schema
 
 ROOM = "/api/v1/rooms/tools-e2e"
 
@@ -118,3 +120,55 @@ class RoomToolsDaemonTests(TestCase):
         client = await connect(daemon.port, f"{ROOM}/live{query}")
         await client.wait_for(count("welcome", 1))
         return client
+
+
+class RoomToolsTwoDaemonsTests(TestCase):
+    """The queue's frames and vote updates cross between daemons sharing PostgreSQL."""
+
+    timeout = 120
+
+    async def test_across_daemons(self) -> None:
+        """
+        Ada posts on daemon A, the owner watches on daemon B: the owner hears it queued,
+        approves it on B, and ada hears it released on A; bob votes on B, and a client
+        on A hears the count.
+        """
+        a, b = await two_daemons(self, fresh_schema(self))
+        http_a, http_b = Http(a.url), Http(b.url)
+        code, created = await http_a.call("POST", "/api/v1/rooms", {
+            "name": "tools-e2e", "qa": True, "moderation": "pre"})
+        owner_token = created["owner_token"]
+        tokens = {}
+        for nickname in ("ada", "bob"):
+            _, joined = await http_a.call("POST", f"{ROOM}/join", {"nickname": nickname})
+            tokens[nickname] = joined["token"]
+        owner = await connect(b.port, f"{ROOM}/live?token={owner_token}")
+        ada = await connect(a.port, f"{ROOM}/live?token={tokens['ada']}")
+        watcher = await connect(a.port, f"{ROOM}/live")
+        for client in (owner, ada, watcher):
+            await client.wait_for(count("welcome", 1))
+
+        code, answer = await http_a.call("POST", f"{ROOM}/messages",
+                                         {"body": "is it?", "question": True}, tokens["ada"])
+        self.assertEqual(code, 202)
+        held_id = answer["held"]["id"]
+        queued = of("held", await owner.wait_for(count("held", 1)))
+        self.assertEqual(queued[0]["held"]["id"], held_id)
+        code, approved = await http_b.call("POST", f"{ROOM}/held/{held_id}/approve",
+                                           token=owner_token)
+        self.assertEqual((code, approved["seq"]), (201, 1))
+        released = of("released", await ada.wait_for(count("released", 1)))
+        self.assertEqual((released[0]["id"], released[0]["seq"]), (held_id, 1))
+        await watcher.wait_for(count("message", 1))
+
+        code, _ = await http_b.call("PUT", f"{ROOM}/messages/1/vote", token=tokens["bob"])
+        self.assertEqual(code, 200)
+        await watcher.wait_for(lambda frames: any(
+            f["type"] == "updated" and f["message"]["votes"] == 1 for f in frames))
+        self.assertEqual(of("held", watcher.frames) + of("released", watcher.frames), [])
+        for client in (owner, ada, watcher):
+            client.sendClose()
+            await client.closed
+        for daemon in (a, b):
+            self.assertEqual(await daemon.stop(), CLEAN_STOP)
+            self.assertNotIn("Traceback", daemon.output)
