@@ -9,14 +9,19 @@ real loopback to L{Downstream}s, the one that is down answering 503.
 
 from __future__ import annotations
 
-from twisted.logger import Logger
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger, capturedLogs, formatEvent
 
 from tests.downstream import Received, start_downstream
 from tests.helpers import eventually
-from tests.test_relay import SECRET, RelayTestCase
+from tests.test_relay import LONGER_THAN_ANY_BACKOFF, SECRET, RelayTestCase
 from tmd.config import Webhook
+from tmd.errors import Unavailable
 from tmd.model import Delivery
-from tmd.relay import Relay
+from tmd.relay import CATCH_UP_RETRY, Relay
+from tmd.store import IStore
 
 MAX_LENGTH = 20
 """The queues' cap: far below what the outage leaves undelivered."""
@@ -24,6 +29,24 @@ STEP = 300
 """Seconds between batches of events."""
 PER_STEP = 4
 HOURS = 4
+
+
+class FlakyOutbox:
+    """The real store, except that its first read of one destination's outbox fails."""
+
+    def __init__(self, store: IStore) -> None:
+        self._store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def pending_deliveries(self, limit: int, destination: str | None = None,
+                           ) -> Deferred[list[Delivery]]:
+        if destination is not None and not self.failed:
+            self.failed = True
+            return fail(Unavailable("the database is away"))
+        return self._store.pending_deliveries(limit, destination)
 
 
 def ids(received: list[Received]) -> list[str]:
@@ -108,6 +131,29 @@ class LongOutageTests(RelayTestCase):
         found: list[Delivery] = []
         self.store.pending_deliveries(100_000).addCallback(found.extend)
         return len(found)
+
+    async def test_outbox_read_fails(self) -> None:
+        """
+        If reading the outbox back fails (the database is away), the queue says so and
+        reads again C{CATCH_UP_RETRY} seconds later; nothing is lost.
+        """
+        flaky = FlakyOutbox(self.store)
+        self.store = flaky  # type: ignore[assignment]
+        down, down_url = await start_downstream(self)
+        down.answers = [503]
+        relay = self.relay([Webhook(down_url, SECRET)], outbox=True, max_length=3)
+        queue = relay.queues[f"webhook {down_url}"]
+        emitted = [await self.emit(relay, n) for n in range(8)]
+        await self.until(lambda: queue.retries == 1)
+        with capturedLogs() as logged:
+            self.clock.advance(LONGER_THAN_ANY_BACKOFF)  # the 3 queued are delivered
+            await self.until(lambda: queue.delivered == 3 and flaky.failed)
+        self.assertEqual([formatEvent(e) for e in logged if "could not read" in e["log_format"]],
+                         [f"webhook 1 {down_url}: could not read the outbox (the database is"
+                          f" away): trying again in {CATCH_UP_RETRY:g} s"])
+        self.clock.advance(CATCH_UP_RETRY)
+        await self.until(lambda: queue.delivered == 8)
+        self.assertEqual(ids(down.received), emitted)
 
     async def test_without_outbox_bounded(self) -> None:
         """

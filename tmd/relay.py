@@ -27,7 +27,7 @@ import treq
 from attrs import frozen
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
@@ -135,6 +135,8 @@ class Relay:
         """
         self._writes: dict[str, set[Deferred[None]]] = {}
         """Outbox updates (delivered, dead) under way, by destination: a read waits for them."""
+        self._rereads: dict[str, IDelayedCall] = {}
+        """Reads of the outbox to try again, after one failed, by destination."""
 
     @property
     def reflektor(self) -> bool:
@@ -236,7 +238,7 @@ class Relay:
             self._behind[key] = None
             self.log.warn("{destination}: could not read the outbox ({error}): trying again in"
                           " {delay:g} s", destination=queue.name, error=e, delay=CATCH_UP_RETRY)
-            self._clock.callLater(CATCH_UP_RETRY, self._drained, key)
+            self._rereads[key] = self._clock.callLater(CATCH_UP_RETRY, self._reread, key)
             return
         read = {delivery.id for delivery in stored}
         try:
@@ -252,6 +254,10 @@ class Relay:
             self.log.info("{destination}: caught up with the outbox", destination=queue.name)
         else:
             self._behind[key] = None
+
+    def _reread(self, key: str) -> None:
+        del self._rereads[key]
+        self._drained(key)
 
     def _track(self, key: str, write: Deferred[None]) -> None:
         """Keep C{write}, an outbox update for C{key}, until it is done."""
@@ -321,6 +327,9 @@ class Relay:
         except TimeoutError:
             pass
         left = sum(len(queue.stop()) for queue in self.queues.values())
+        for reread in self._rereads.values():
+            reread.cancel()
+        self._rereads.clear()
         if left:
             where = "stay in the outbox for the next start" if self.durable else "are dropped"
             self.log.warn("{count} undelivered deliveries {where}", count=left, where=where)
