@@ -267,11 +267,14 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
         status = await daemon.stop()
     problems = daemon.problems()
     during_rss = [s["rss_kib"] for s in samples["during"]] or [-1]
+    half = len(during_rss) // 2
     during_fds = [s["fds"] for s in samples["during"]] or [-1]
     result = {
         "clients": options.clients, "rooms": options.rooms, "minutes": options.minutes,
         "seed": options.seed, "file_limit": limits,
         "rss_kib": {"before": samples["before"]["rss_kib"], "peak_during": max(during_rss),
+                    "peak_first_half": max(during_rss[:half] or [-1]),
+                    "peak_second_half": max(during_rss[half:]),
                     "after": samples["after"]["rss_kib"]},
         "fds": {"before": samples["before"]["fds"], "peak_during": max(during_fds),
                 "after": samples["after"]["fds"]},
@@ -288,6 +291,8 @@ async def main(reactor: Any, options: argparse.Namespace) -> int:
           f"| RSS (MiB) | {rss['before'] / 1024:.1f} | {rss['peak_during'] / 1024:.1f}"
           f" | {rss['after'] / 1024:.1f} |\n"
           f"| open fds | {fds['before']} | {fds['peak_during']} | {fds['after']} |\n")
+    print(f"RSS peak in the first half of the run {rss['peak_first_half'] / 1024:.1f} MiB, in"
+          f" the second half {rss['peak_second_half'] / 1024:.1f} MiB")
     print(f"{counts.sessions} sessions ({counts.aborted} dropped without a close),"
           f" at most {counts.most_open} open at once; {counts.posts_ws} posts over websockets,"
           f" {counts.posts_http} over HTTP, {counts.acks} answered; {counts.frames} message"
