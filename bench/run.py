@@ -1292,6 +1292,8 @@ class Bench:
             "send_lag_p99_ms": done["send_lag_p99_ms"],
             "server_cpu_s": round(server_cpu, 3),
             "server_cpu_share": round(server_cpu / wall, 3),
+            "server_cpu_us_per_delivery": per_delivery(server_cpu, done["deliveries"]),
+            "loadgen_cpu_us_per_delivery": per_delivery(done["cpu_s"], done["deliveries"]),
             "server_rss_kib": memory["rss_kib"], "server_peak_rss_kib": memory["peak_rss_kib"],
             "loadgen_cpu_s": round(done["cpu_s"], 3),
             "loadgen_cpu_share": round(done["cpu_s"] / wall, 3),
@@ -1480,6 +1482,11 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def per_delivery(cpu_seconds: float, deliveries: int) -> float | None:
+    """CPU microseconds per frame delivered: steadier than rates on a shared machine."""
+    return round(cpu_seconds / deliveries * 1e6, 2) if deliveries else None
+
+
 def ws_version() -> str:
     try:
         package = HERE / "node_modules" / "ws" / "package.json"
@@ -1554,17 +1561,18 @@ def load_table(results: dict[str, Any]) -> str:
     load = results.get("load")
     lines: list[str] = []
     if load is not None:
-        lines.append(f"load generator: {load['loadgen']}; CPU shares are of one core, over the "
-                     "phase's wall time")
+        lines.append(f"load generator: {load['loadgen']}. CPU: share of one core over the "
+                     "phase, and microseconds per delivery, of the server (srv) and the load "
+                     "generator (gen)")
         header = (f"{'server':<9} {'scenario':<32} {'posts/s':>8} {'deliv/s':>9} {'lost':>5} "
-                  f"{'p50 ms':>8} {'p99 ms':>8} {'srv CPU':>7} {'RSS MB':>7} {'gen CPU':>7}")
+                  f"{'p50 ms':>8} {'p99 ms':>8} {'srv CPU':>7} {'srv us':>6} {'gen CPU':>7} "
+                  f"{'gen us':>6} {'RSS MB':>7}")
         lines += [header, "-" * len(header)]
         for name, server in load["servers"].items():
             idle = server["idle"]
             lines.append(f"{name:<9} {'idle: ' + str(idle['connections']) + ' websockets':<32} "
-                         f"{'':>8} {'':>9} {'':>5} {'':>8} {'':>8} {'':>7} "
-                         f"{idle['rss_after_kib'] / 1024:>7.1f}  "
-                         f"{idle['rss_per_connection_kib']:.2f} KiB/connection")
+                         f"{idle['rss_per_connection_kib']:>8.2f} KiB of RSS per connection"
+                         f"{'':>46} {idle['rss_after_kib'] / 1024:>7.1f}")
             fanout = server["fanout"]
             runs = [(f"1 room x {fanout['subscribers']}, {run['rate']}/s", run)
                     for run in fanout["rates"]]
@@ -1578,8 +1586,9 @@ def load_table(results: dict[str, Any]) -> str:
                     f"{name:<9} {title:<32} {run['posts_per_s']:>8,.0f} "
                     f"{run['deliveries_per_s']:>9,.0f} {run['lost']:>5} "
                     f"{run['delivery']['p50_ms']:>8.2f} {run['delivery']['p99_ms']:>8.2f} "
-                    f"{run['server_cpu_share']:>6.0%} {run['server_rss_kib'] / 1024:>7.1f} "
-                    f"{run['loadgen_cpu_share']:>6.0%}")
+                    f"{run['server_cpu_share']:>7.0%} {run['server_cpu_us_per_delivery']:>6.1f} "
+                    f"{run['loadgen_cpu_share']:>7.0%} {run['loadgen_cpu_us_per_delivery']:>6.1f} "
+                    f"{run['server_rss_kib'] / 1024:>7.1f}")
         for name, measured in load["ratios"].items():
             lines.append(f"tmd / {name}: " + ", ".join(
                 f"{key} {value:.2f}" for key, value in measured.items() if value is not None))
