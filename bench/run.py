@@ -90,6 +90,8 @@ POSTGRES_SCENARIOS = ("latency", "paced", "throughput", "cross")
 LOADGEN_SCENARIOS = ("paced", "load")
 PACED_RATE = 200
 """Posts per second of the paced (open-loop) HTTP post scenario."""
+MAX_CONNECTIONS = 30000
+"""The daemons' --max-connections and --max-connections-per-address: all come from 127.0.0.1."""
 LOAD_WINDOW = 64
 """Posts not yet delivered to every subscriber at most, at fan-out saturation."""
 IDLE_PER_ROOM = 100
@@ -314,6 +316,8 @@ class Daemon(Child):
         self.args += ["tmd", "--listen", "tcp:0:interface=127.0.0.1", "--database", self.database]
         for limit in ("participant_posts", "address_posts", "address_joins", "address_rooms"):
             self.args += ["--limit", f"{limit}=off"]  # one address measures capacity, not limits
+        for option in ("--max-connections", "--max-connections-per-address"):
+            self.args += [option, str(MAX_CONNECTIONS)]
         if db_pool_size is not None:
             self.args += ["--db-pool-size", str(db_pool_size)]
         self.args += extra
@@ -1184,9 +1188,7 @@ class Bench:
         directory = self.daemon.directory
         servers: dict[str, Any] = {}
         daemon = Daemon(self.reactor, directory, self.profile,
-                        f"sqlite:{directory / 'load.sqlite3'}",
-                        extra=["--max-connections", str(self.sizes.load_idle + 1000),
-                               "--max-connections-per-address", str(self.sizes.load_idle + 1000)])
+                        f"sqlite:{directory / 'load.sqlite3'}")
         daemon.what = "the load daemon"
         references = [Reference(self.reactor, directory, "autobahn")]
         if NODE is not None:
