@@ -330,21 +330,21 @@ function post({ rate = null, duration, window = 16, drain = 10 }) {
       while (posting && inFlight < window) one();
     }
 
+    const total = rate === null ? Infinity : Math.ceil(duration * rate);
     function tick() {
       const now = performance.now();
+      if (rate !== null) { // every post due by now, late ones too: the schedule is kept
+        const due = Math.min(Math.floor(((now - started) / 1000) * rate) + 1, total);
+        while (id < due) {
+          lags.push(now - (started + (id / rate) * 1000));
+          one();
+        }
+      }
       if (now >= until) {
         posting = false;
         drainTimer = setTimeout(finish, drain * 1000);
         maybeDone();
         return;
-      }
-      if (rate !== null) {
-        const due = Math.min(Math.floor(((now - started) / 1000) * rate) + 1,
-          Math.ceil(duration * rate));
-        while (id < due) {
-          lags.push(now - (started + (id / rate) * 1000));
-          one();
-        }
       }
       setTimeout(tick, 1);
     }
