@@ -99,6 +99,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("max_connections (--max-connections)",
                       self.refused("--max-connections", "0"))
         self.assertIn("header_timeout", self.refused("--header-timeout", "soon"))
+        self.assertIn("from 1 to", self.refused("--header-timeout", "0"))  # every request a 408
 
     def test_systemd_without_socket(self) -> None:
         """A systemd: endpoint outside socket activation is a usage error, not a traceback."""

@@ -185,8 +185,7 @@ def _connections(settings: dict[str, Any], listed: Any,
                             ("max_send_buffer", "max_send_buffer", MAX_SEND_BUFFER)]:
         value = settings.pop(key, getattr(default, name))
         flag = key.replace("_", "-")
-        counts[name] = _seconds(f"{key} (--{flag})", value, most) if name == "header_timeout" \
-            else _count(f"{key} (--{flag})", value, most)
+        counts[name] = _count(f"{key} (--{flag})", value, most)
     return ConnectionLimits(trusted=trusted, **counts)
 
 

@@ -8,6 +8,7 @@ reaper, web, and the plugins.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from functools import partial
@@ -191,7 +192,17 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     assert options.config is not None
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_zero, reactor)
     return build(options.config, reactor, options.plugins, options.problems)
+
+
+def _exit_zero(reactor: Any) -> None:
+    """
+    A stop asked for by SIGTERM or SIGINT has been done in order: exit 0, as systemd and
+    scripts expect, instead of twistd's default of ending by the same signal again.
+    """
+    if getattr(reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
+        reactor._exitSignal = None
 
 
 def build(config: Config, reactor: Any, plugins: Iterable[Enabled] = (),

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 LISTENING = re.compile(rb"tmd listening on TCP [0-9.]+:(\d+)")
-CLEAN_STOP = (None, signal.SIGTERM)
+CLEAN_STOP = (0, None)
 START_TIMEOUT = 30
 STOP_TIMEOUT = 30
 
@@ -173,8 +173,8 @@ class Daemon:
 
     async def stop(self) -> tuple[int | None, int | None]:
         """
-        SIGTERM; once the process has gone, its (exit code, signal): twistd, after a
-        clean shutdown on SIGTERM, ends itself with that signal again: L{CLEAN_STOP}.
+        SIGTERM; once the process has gone, its (exit code, signal): after a clean
+        shutdown, L{CLEAN_STOP} (exit 0).
         """
         if not self._output.ended.called:
             self._process.signalProcess(signal.SIGTERM)
