@@ -1,8 +1,8 @@
 """
 The tmd benchmark: starts its own daemon, measures the post path and the fan-out.
 
-    python bench/run.py            # full run: under a minute on 2 cores (limit 3 minutes)
-    python bench/run.py --quick    # smaller sizes, under 20 s
+    python bench/run.py            # full run: about 6 minutes on 2 cores
+    python bench/run.py --quick    # smaller sizes, under a minute
     TMD_BENCH_POSTGRES=postgresql://postgres@127.0.0.1:5432/test python bench/run.py
                                    # the same, plus PostgreSQL (or --postgres URL)
 
@@ -28,6 +28,13 @@ downstream has them all.
 
 Latencies are measured by the client, end to end on loopback, so they include the
 client's own work (treq, Autobahn, JSON), which shares the machine with the daemon.
+
+The load scenarios (C{paced}, C{load}) are driven by C{bench/loadgen.js}, a Node.js
+process commanded over stdio: websockets that read frames from the bytes, and HTTP
+posts on an open-loop schedule. C{load} runs idle connections, one room's fan-out at
+rates and at saturation, and many rooms, against a fresh tmd daemon and then against
+the reference broadcast servers of C{bench/reference/} (Autobahn, Node ws), and
+prints tmd's figures as ratios to theirs and against issue 9's targets.
 """
 
 from __future__ import annotations
