@@ -38,6 +38,7 @@ from tmd.errors import (
     RoomPaused,
     TooLong,
     Unauthorized,
+    Unavailable,
 )
 from tmd.hub import Hub
 from tmd.limits import NO_LIMITS, RateLimiter
@@ -491,6 +492,9 @@ class Chat:
             self._bus.publish(updated_event(room.id, message))
 
     def _failed(self, failure: Failure, what: str) -> None:
+        if failure.check(Unavailable):  # the database is away for now: no bug to trace
+            self.log.warn("{what} failed: {error}", what=what, error=failure.getErrorMessage())
+            return
         self.log.failure("{what} failed", failure, what=what)
 
     def _online(self, room_id: int, online: int) -> None:
