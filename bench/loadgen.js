@@ -346,7 +346,9 @@ function post({ rate = null, duration, window = 16, drain = 10 }) {
         maybeDone();
         return;
       }
-      setTimeout(tick, 1);
+      // Wake up when the next post is due (or at the end), not every millisecond.
+      const next = rate === null ? until : Math.min(until, started + (id / rate) * 1000);
+      setTimeout(tick, Math.max(0, next - performance.now()));
     }
 
     function maybeDone() {
