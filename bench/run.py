@@ -2,7 +2,7 @@
 The tmd benchmark: starts its own daemon, measures the post path and the fan-out.
 
     python bench/run.py            # full run: about 6 minutes on 2 cores
-    python bench/run.py --quick    # smaller sizes, under a minute
+    python bench/run.py --quick    # smaller sizes, about a minute
     TMD_BENCH_POSTGRES=postgresql://postgres@127.0.0.1:5432/test python bench/run.py
                                    # the same, plus PostgreSQL (or --postgres URL)
 
