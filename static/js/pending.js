@@ -62,12 +62,21 @@ export function clearPending() {
   items.clear();
 }
 
-// Our posts still held (after a reload, say); only a participant has any.
+// Our posts still held (after a reload or a reconnection, which do not resend what we missed);
+// only a participant has any.
 export async function loadPending() {
   if (!session.me) return;
   try {
     const result = await api('GET', `${roomPath(roomName)}/held`, { token: session.me.token });
-    for (const held of (result && result.held) || []) addPending(held);
+    const held = (result && result.held) || [];
+    const ids = new Set(held.map((h) => h.id));
+    for (const [id, li] of items) {
+      if (!ids.has(id) && !li.classList.contains('rejected')) {
+        li.remove();
+        items.delete(id);
+      }
+    }
+    for (const h of held) addPending(h);
   } catch {
     // Nothing held, as far as we can tell: the queue shows again when the next post is held.
   }

@@ -85,12 +85,10 @@ function onFrame(frame) {
       welcome(frame.room);
       applyRoom(frame.room);
       if (session.me && liveToken() === session.me.token) confirmParticipant(frame.you);
-      // What changed while we were away: frames about the queue are not resent.
+      // What changed while we were away: frames about held posts are not resent.
       loadQueue();
-      if (renewed) {
-        loadQuestions();
-        loadPending();
-      }
+      loadPending();
+      if (renewed) loadQuestions();
       break;
     }
     case 'message': {
@@ -189,7 +187,6 @@ async function main() {
     restart: () => {
       live.restart();
       loadVotes();
-      loadPending();
     },
   });
   setupComposer({
@@ -223,7 +220,6 @@ async function main() {
   live.start();
   loadPeople(); // the owner's mute buttons on messages need to know who is muted
   loadQuestions();
-  loadPending();
 }
 
 main();
