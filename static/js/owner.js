@@ -16,6 +16,7 @@ const el = {
   menus: [...document.querySelectorAll('#owner-bar details.menu')],
   present: $('present-link'),
   formats: $('transcript-formats'),
+  withStats: $('transcript-stats'),
   lifetime: $('lifetime'),
   expiry: $('owner-expiry'),
   deleteRoom: $('owner-delete'),
@@ -92,10 +93,12 @@ function extend(seconds) {
   return ownerAction(async () => applyRoom(await ownerApi('PATCH', '', { lifetime })));
 }
 
-// Fetches the transcript with the owner token (a password room wants it) and saves it as a file.
+// Fetches the transcript with the owner token (a password room wants it) and saves it as a file;
+// with participation statistics if asked (a CSV transcript stays one row per message).
 function download(format) {
+  const stats = el.withStats.checked && format !== 'csv' ? '&stats=true' : '';
   return ownerAction(async () => {
-    const blob = await fetchBlob(`${roomPath(roomName)}/transcript?format=${format}`,
+    const blob = await fetchBlob(`${roomPath(roomName)}/transcript?format=${format}${stats}`,
                                  { token: session.owner.token });
     const url = URL.createObjectURL(blob);
     const a = document.createElement('a'); // left out of the document: its click closes no menu

@@ -232,6 +232,14 @@ def room_tools_scenario(url: str, artifacts: Path) -> None:
         expect(projected(projector)).to_have_count(3)
         expect(projected(projector).last).to_contain_text("Welcome, everyone")
 
+        # The owner's transcript, with the participation statistics asked for.
+        ada.click("#more-menu summary")
+        ada.check("#transcript-stats")
+        with ada.expect_download() as download:
+            ada.click("#transcript-formats [data-format=txt]")
+        text = Path(download.value.path()).read_text("utf-8")
+        check(PHOTON in text and "Participation" in text, f"the transcript:\n{text}")
+
 
 def new_room_scenario(url: str, artifacts: Path) -> None:
     """
