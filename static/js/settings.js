@@ -14,6 +14,7 @@ const el = {
   hostForm: $('host-form'),
   hostName: $('host-name'),
   wordsForm: $('words-form'),
+  wordsFields: $('words-fields'),
   words: $('words'),
   wordsAction: $('words-action'),
   wordsLists: $('words-lists'),
@@ -57,8 +58,13 @@ function showWords(restricted) {
   }));
 }
 
+// The words as they stand; the form stays disabled until they are shown, so nothing typed is lost.
 async function loadWords() {
-  await ownerAction(async () => showWords(await ownerApi('GET', '/restricted-words')));
+  el.wordsFields.disabled = true;
+  await ownerAction(async () => {
+    showWords(await ownerApi('GET', '/restricted-words'));
+    el.wordsFields.disabled = false;
+  });
 }
 
 function saveWords(event) {

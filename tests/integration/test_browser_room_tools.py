@@ -6,8 +6,10 @@ The owner makes a room with questions and pre-approval on the front page; held
 questions wait in the owner's queue (their authors see them as pending) until the
 owner approves one, edits and approves another and rejects a third; the participants
 vote; the projector view shows the top question first with its count, the pinned one
-highlighted, and the room's link and QR code. Its screenshot is saved to
-C{/tmp/projector.png} for people to look at.
+highlighted, and the room's link and QR code (its screenshot is saved to
+C{/tmp/projector.png} for people to look at). Then the host posts, locks and unlocks
+the room, refuses restricted words, marks a question answered and downloads the
+transcript with the statistics.
 """
 
 from __future__ import annotations
@@ -222,6 +224,29 @@ def room_tools_scenario(url: str, artifacts: Path) -> None:
         expect(welcome.locator(".tag-host")).to_have_text("host")
         expect(welcome).to_have_class(re.compile(r"\bhost\b"))
 
+        # Locked: only the host posts; unlocked, everyone again.
+        ada.click("#owner-lock")
+        expect(grace.locator("#room-notice")).to_contain_text("The owner locked the room")
+        expect(grace.locator("#body")).to_be_disabled()
+        post(ada, "Quiet please: the demo starts.")
+        expect(message(alan, "Quiet please")).to_have_count(1)
+        ada.click("#owner-unlock")
+        expect(grace.locator("#body")).to_be_enabled()
+        expect(grace.locator("#room-notice")).to_be_hidden()
+
+        # Restricted words, refused: the post is turned down and the draft kept.
+        ada.click("#settings-menu summary")
+        ada.fill("#words", "spoiler\nthe answer is")
+        ada.select_option("#words-action", "refuse")
+        ada.click("#words-form [type=submit]")
+        expect(ada.locator("#words-status")).to_have_text("Saved.")
+        ada.click("#settings-menu summary")
+        grace.fill("#body", "No SPOILER please")
+        grace.press("#body", "Enter")
+        expect(grace.locator("#post-error")).to_be_visible()
+        expect(grace.locator("#post-error")).to_have_attribute("data-code", "restricted")
+        expect(grace.locator("#body")).to_have_value("No SPOILER please")
+
         # Answered: off the projector's list of top questions.
         wave_message = message(ada, WAVE_EDITED)
         wave_message.hover()
@@ -229,8 +254,9 @@ def room_tools_scenario(url: str, artifacts: Path) -> None:
         expect(message(grace, WAVE_EDITED).locator(".tag-answered")).to_have_text("answered")
         expect(projected(projector)).to_have_count(1)
         projector.click("#view-newest")
-        expect(projected(projector)).to_have_count(3)
-        expect(projected(projector).last).to_contain_text("Welcome, everyone")
+        expect(projected(projector)).to_have_count(4)
+        expect(projected(projector).nth(2)).to_contain_text("Welcome, everyone")
+        expect(projected(projector).last).to_contain_text("Quiet please")
 
         # The owner's transcript, with the participation statistics asked for.
         ada.click("#more-menu summary")
