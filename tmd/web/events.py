@@ -30,24 +30,21 @@ from tmd.hub import Hub
 from tmd.limits import DEFAULT_MAX_SEND_BUFFER
 from tmd.model import Event, Message, Participant, Room
 from tmd.web.backpressure import SendBuffer
-from tmd.web.live import BACKLOG
+from tmd.web.live import BACKLOG, MAX_SEQ
 from tmd.wire import encode, message_frame, participant_json
 
 KEEP_ALIVE = 20.0
 """Seconds between keep-alive comments; proxies commonly cut a silent response at 60 s."""
 
-MAX_SEQ = 2**62
-
 
 def resume_point(request: IRequest) -> int | None:
     """The seq to resume after: C{Last-Event-ID}, else C{?since=}; None for the last 100."""
-    header = request.getHeader(b"Last-Event-ID")
-    if header is not None and header.strip():
-        return _seq("Last-Event-ID", header)
     since = request.args.get(b"since")
-    if since and since[0]:
-        return _seq("since", since[0])
-    return None
+    resume = _seq("since", since[0]) if since and since[0] else None  # checked even if unused
+    header = request.getHeader(b"Last-Event-ID")
+    if header is not None:
+        return _seq("Last-Event-ID", header)
+    return resume
 
 
 def _seq(name: str, value: bytes) -> int:

@@ -10,6 +10,7 @@ with 1013 once more than C{max_send_buffer} bytes wait for it (L{SendBuffer}).
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -22,18 +23,28 @@ from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tmd.chat import Chat
+from tmd.chat import Chat, start_point
 from tmd.errors import ApiError, BadRequest, Forbidden, NotFound, Unavailable
 from tmd.follow import Follower
 from tmd.hub import Hub
 from tmd.limits import DEFAULT_MAX_SEND_BUFFER, NO_PROXIES, TrustedProxies
-from tmd.model import Event, Message, Room
+from tmd.model import Event, Message, Room, Viewer
 from tmd.origins import origin_allowed
 from tmd.web.backpressure import SendBuffer
-from tmd.wire import decode_object, encode, error_frame, message_frame, participant_json
+from tmd.wire import (
+    ack_json,
+    decode_object,
+    encode,
+    error_frame,
+    error_json,
+    message_frame,
+    participant_json,
+)
 
 MAX_FRAME = 64 * 1024
 BACKLOG = 100
+MAX_SEQ = 2**62
+"""Seqs a client names are below this (SQLite's integers hold them; no room gets near)."""
 MAX_REF = 200
 
 CLOSE_GOING_AWAY = 1001
@@ -55,6 +66,7 @@ class LiveProtocol(WebSocketServerProtocol):
         self._follower: Follower | None = None
         self._token: str | None = None
         self._since: int | None = None
+        self._room_id: str | None = None
         self._refusal: ApiError | None = None
 
     def connectionMade(self) -> None:
@@ -72,6 +84,7 @@ class LiveProtocol(WebSocketServerProtocol):
         self._name = unquote(request.path.split("/")[4])
         params = request.params
         self._token = params["token"][0] if params.get("token") else None
+        self._room_id = params["room_id"][0] if params.get("room_id") else None
         if not origin_allowed(request.headers.get("origin"), request.headers.get("host"),
                               self.factory.origins):
             self._refusal = Forbidden("This page may not open this room's live view.")
@@ -79,10 +92,27 @@ class LiveProtocol(WebSocketServerProtocol):
         if params.get("since"):
             try:
                 self._since = int(params["since"][0])
-                if self._since < 0:
+                if not 0 <= self._since < MAX_SEQ:
                     raise ValueError
             except ValueError:
                 self._refusal = BadRequest("'since' must be a non-negative integer.")
+
+    def sendHttpErrorResponse(self, code: int, reason: str,
+                              responseHeaders: list[tuple[str, str]] | None = None) -> None:
+        """
+        A failed handshake, answered as every HTTP error is: the API's error body (Autobahn
+        sends a bare status line whose phrase repeats what the client sent).
+        """
+        error = ApiError(reason[:200])
+        error.status = code
+        error.code = {403: "forbidden", 405: "method_not_allowed"}.get(
+            code, "bad_request" if code < 500 else "internal")
+        body = encode(error_json(error))
+        head = [f"HTTP/1.1 {code} {HTTPStatus(code).phrase}",
+                "Content-Type: application/json; charset=utf-8",
+                f"Content-Length: {len(body)}", "Connection: close",
+                *(f"{name}: {value}" for name, value in responseHeaders or ())]
+        self.sendData("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
@@ -100,12 +130,15 @@ class LiveProtocol(WebSocketServerProtocol):
         if not self.can_send():
             return
         self._room = room
-        since = max(0, room.last_seq - BACKLOG) if self._since is None else self._since
+        since, new_room = start_point(room, self._since, self._room_id, BACKLOG)
+        viewer = Viewer(participant_id=you.id if you is not None else None,
+                        owner=self.factory.chat.is_owner(room, self._token))
         self._follower = Follower(self.factory.chat, room, since, self, self._buffer.ready)
-        self.factory.hub.subscribe(room.id, self._follower)
+        self.factory.hub.subscribe(room.id, self._follower, viewer)
         self.sendMessage(encode({
             "type": "welcome", "room": self.factory.chat.room_json(room),
             "you": participant_json(you) if you is not None else None,
+            "owner": viewer.owner, "new_room": new_room,
         }))
         await self._follower.catch_up()
 
@@ -207,7 +240,7 @@ class LiveProtocol(WebSocketServerProtocol):
                 self.sendMessage(error_frame(e, ref))
             return
         if self.can_send():
-            self.sendMessage(encode({"type": "ack", "ref": ref, "seq": message.seq}))
+            self.sendMessage(encode(ack_json(ref, message)))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.connections.discard(self)
