@@ -125,6 +125,11 @@ class StaticFiles(File):
     def directoryListing(self) -> IResource:
         return self.childNotFound
 
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        if b"\0" in path:  # no file has one; the OS refuses to look (ValueError)
+            return self.childNotFound
+        return super().getChild(path, request)
+
     def render(self, request: IRequest) -> bytes | int:
         # Revalidate every time (Last-Modified makes that cheap): upgrades reach browsers.
         request.setHeader(b"Cache-Control", b"no-cache")
@@ -327,7 +332,10 @@ class WebApp:
         token = bearer_token(request)
         await self._chat.check_read(room, token)
         stats = None
-        if request.args.get(b"stats", [b""])[0] in (b"true", b"1"):  # the owner's, who took part
+        flag = request.args.get(b"stats", [b"false"])[0]
+        if flag not in (b"true", b"1", b"false", b"0"):
+            raise BadRequest("'stats' must be true or false.")
+        if flag in (b"true", b"1"):  # the owner's, who took part
             await self._chat.owned_room(name, token)
             stats = stats_json(await self._chat.room_stats(room), self._chat.online(room))
         transcript = kind(self._chat.room_json(room), self._chat.now_ms(), stats)

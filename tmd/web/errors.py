@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import RequestRedirect
 
 from tmd import errors
 from tmd.wire import encode, error_json
@@ -43,6 +45,18 @@ def add_error_handling(app: Any) -> None:
     def routing(_web: object, request: IRequest, failure: Failure) -> bytes:
         exception = failure.value
         assert isinstance(exception, HTTPException)
+        if isinstance(exception, RequestRedirect):  # '//' merged: say where (on this host)
+            target = urlsplit(exception.new_url)
+            location = target.path + (f"?{target.query}" if target.query else "")
+            request.setHeader(b"Location", location.encode("ascii"))
+            request.setResponseCode(exception.code)
+            return b""
+        if isinstance(exception, MethodNotAllowed) and request.method == b"OPTIONS":
+            # What may I do here? (RFC 9110 9.3.7). No CORS: pages of other sites get nothing more.
+            allowed = ", ".join([*(exception.valid_methods or ()), "OPTIONS"])
+            request.setHeader(b"Allow", allowed.encode("ascii"))
+            request.setResponseCode(204)
+            return b""
         if isinstance(exception, MethodNotAllowed):
             allowed = ", ".join(exception.valid_methods or ())
             request.setHeader(b"Allow", allowed.encode("ascii"))

@@ -756,7 +756,8 @@ def _paths() -> JSON:
                     "text/csv": {"schema": {"type": "string"}},
                     "text/html": {"schema": {"type": "string"}},
                 }}},
-            errors={400: ("bad_request",), 401: ("unauthorized",), 404: ("not_found",)},
+            errors={400: ("bad_request",), 401: ("unauthorized",), 403: ("forbidden",),
+                    404: ("not_found",)},
             parameters=[_query("format", "The file format.", {
                 "type": "string", "enum": ["txt", "json", "csv", "html"], "default": "txt"}),
                 _query("stats", "With the owner token: add the participation statistics"

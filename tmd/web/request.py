@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from io import BytesIO
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.logger import Logger
@@ -16,7 +17,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from tmd.errors import BadRequest
 from tmd.metrics import UNMATCHED, Metrics
+from tmd.wire import encode, error_json
 
 MAX_BODY = 64 * 1024
 
@@ -44,6 +47,15 @@ class LimitedRequest(Request):
     def process(self) -> None:
         for name, value in SECURITY_HEADERS.items():  # routes may set their own over these
             self.setHeader(name, value)
+        try:  # Klein would log a traceback and answer in plain text
+            unquote_to_bytes(self.path).decode("utf-8")
+            self.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            self.setResponseCode(400)
+            self.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+            self.write(encode(error_json(BadRequest("The path or host is not valid UTF-8."))))
+            self.finish()
+            return
         super().process()
 
     def gotLength(self, length: int | None) -> None:
