@@ -184,7 +184,11 @@ class LiveProtocol(WebSocketServerProtocol):
 
     def sendPreparedMessage(self, preparedMsg: PreparedMessage) -> None:
         if self._fits(len(preparedMsg.payloadHybi)):
-            super().sendPreparedMessage(preparedMsg)
+            transport = self.transport
+            if self.send_queue or self._perMessageCompress is not None or transport is None:
+                super().sendPreparedMessage(preparedMsg)  # Autobahn's queue, or compression
+            else:  # what sendData does, without the debug-log arguments it builds per frame
+                transport.write(preparedMsg.payloadHybi)
             self.factory.frames_sent += 1
 
     def _fits(self, size: int) -> bool:
@@ -243,6 +247,7 @@ class LiveProtocol(WebSocketServerProtocol):
             self.sendMessage(encode(ack_json(ref, message)))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._buffer.stopProducing()  # Autobahn's aborts unregister it first: wake catch-ups
         self.factory.connections.discard(self)
         if self._room is not None and self._follower is not None:
             self.factory.hub.unsubscribe(self._room.id, self._follower)
