@@ -25,12 +25,14 @@ from tmd.errors import (
     NotAQuestion,
     NotFound,
     QaOff,
+    RateLimited,
     RestrictedWord,
     RoomLocked,
     RoomPaused,
     Unauthorized,
 )
 from tmd.hub import UPDATE_INTERVAL, Hub
+from tmd.limits import Limits, Rate, RateLimiter
 from tmd.model import ANYONE, Held, Message, NewMessage, Room, Viewer
 from tmd.store.postgres import PostgresStore
 
@@ -281,6 +283,22 @@ class ChatRoomToolsTests(SynchronousTestCase):
                                     {"body": "q", "question": True}), QaOff)
         self.patch(qa=True, state="paused")
         reject(self, vote("physics-101", self.tokens["bob"], plain.seq, True), RoomPaused)
+
+    def test_votes_rate_limited(self) -> None:
+        """A participant toggling a vote in a loop is held back (429); others vote on."""
+        self.chat = Chat(self.store, self.hub, self.clock, in_thread_now,
+                         limiter=RateLimiter(Limits(participant_votes=Rate(4, 10)), self.clock))
+        q = self.post("ada", "why?", question=True)
+        for on in (True, False, True, False):
+            resolve(self, self.chat.vote("physics-101", self.tokens["bob"], q.seq, on))
+        refused = reject(self, self.chat.vote("physics-101", self.tokens["bob"], q.seq, True),
+                         RateLimited)
+        self.assertEqual(refused.value.retry_after, 3)
+        self.assertEqual(resolve(self, self.chat.vote("physics-101", self.tokens["ada"], q.seq,
+                                                      True)), 1)
+        self.clock.advance(2.5)
+        self.assertEqual(resolve(self, self.chat.vote("physics-101", self.tokens["bob"], q.seq,
+                                                      True)), 2)
 
     def test_vote_in_another_room(self) -> None:
         """A participant token of one room does not vote in another."""

@@ -415,6 +415,7 @@ class Chat:
             raise RoomPaused("This room is paused: voting is off for now.")
         if not room.qa:
             raise QaOff("This room does not take questions.")
+        self._limiter.vote_by(participant.id)
         votes = await self._store.vote(room, seq, participant.id, on, self.now_ms())
         if votes is None:
             await self._question(room, seq)

@@ -62,9 +62,11 @@ class Limits:
     """Joins from one address: a class joining at once, not a nickname squatter."""
     address_rooms: Rate | None = field(default=Rate(20, 3600))
     """Rooms created from one address."""
+    participant_votes: Rate | None = field(default=Rate(30, 10))
+    """A participant's votes and unvotes: a quick pass over the questions, not a toggling loop."""
 
 
-NO_LIMITS = Limits(None, None, None, None)
+NO_LIMITS = Limits(None, None, None, None, None)
 
 
 class Bucket:
@@ -199,6 +201,7 @@ class RateLimiter:
         self._address_posts = bucket(limits.address_posts, "posts from your network")
         self._address_joins = bucket(limits.address_joins, "joins from your network")
         self._address_rooms = bucket(limits.address_rooms, "new rooms from your network")
+        self._participant_votes = bucket(limits.participant_votes, "votes")
 
     def post_from(self, address: str | None) -> None:
         _take(self._address_posts, address)
@@ -211,6 +214,9 @@ class RateLimiter:
 
     def create_room(self, address: str | None) -> None:
         _take(self._address_rooms, address)
+
+    def vote_by(self, participant_id: str) -> None:
+        _take(self._participant_votes, participant_id)
 
 
 def _take(bucket: Bucket | None, key: str | None) -> None:

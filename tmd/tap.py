@@ -115,8 +115,8 @@ class Options(usage.Options):
     def opt_limit(self, setting: str) -> None:
         """
         Set a rate limit, NAME=COUNT/PERIOD or NAME=off (repeatable), e.g.
-        participant_posts=10/15s. NAME is participant_posts, address_posts, address_joins or
-        address_rooms; see the README for the defaults.
+        participant_posts=10/15s. NAME is participant_posts, address_posts, address_joins,
+        address_rooms or participant_votes; see the README for the defaults.
         """
         if "=" not in setting:
             raise usage.UsageError(
