@@ -38,7 +38,7 @@ _ERROR_CODES: dict[str, str] = {
     "muted": "the owner has muted this participant",
     "too_long": "the trimmed body is longer than the room's `max_length`",
     "empty": "the body is empty after trimming",
-    "rate_limited": "too many posts, joins or new rooms from this participant or address;"
+    "rate_limited": "too many posts, votes, joins or new rooms from this participant or address;"
     " wait `Retry-After` seconds",
     "payload_too_large": "the request body is larger than the server accepts",
     "method_not_allowed": "the path does not support this method",
@@ -582,7 +582,7 @@ def _paths() -> JSON:
                 {"200": _json("The question's votes now.", _schema("Vote"))},
                 errors={400: ("bad_request", "qa_off", "not_a_question"),
                         401: ("unauthorized",), 403: ("room_closed", "room_paused"),
-                        404: ("not_found",)},
+                        404: ("not_found",), 429: ("rate_limited",)},
                 security=[{"bearerAuth": []}])
                for method, verb, summary, description in (
                    ("put", "vote", "Vote for a question",
