@@ -88,6 +88,48 @@ class BacklogTests(TestCase):
         self.assertEqual(client.frames[0]["you"]["nickname"], "ada")
 
 
+class RoomToolsTests(TestCase):
+    @with_server
+    async def test_held_posts(self, server: Server) -> None:
+        """
+        In a pre-moderated room the author's stream hears C{pending}, the owner's C{held},
+        others neither; approved, the post reaches every stream as a message.
+        """
+        tokens = await server.room_with("physics-101", "ada", moderation="pre")
+        author, owner, anyone = [
+            await open_events(self, server.port, EVENTS + query)
+            for query in (f"?token={tokens['ada']}", f"?token={tokens['owner']}", "")]
+        for client in (author, owner, anyone):
+            await client.wait_for(count("welcome", 1))
+        self.assertEqual([c.frames[0]["owner"] for c in (author, owner, anyone)],
+                         [False, True, False])
+        status, held = await server.http.call("POST", ROOM + "/messages", {"body": "held"},
+                                              token=tokens["ada"])
+        self.assertEqual(status, 202)
+        await author.wait_for(count("pending", 1))
+        await owner.wait_for(count("held", 1))
+        status, _ = await server.http.call(
+            "POST", ROOM + f"/held/{held['held']['id']}/approve", token=tokens["owner"])
+        self.assertEqual(status, 201)
+        for client in (author, owner, anyone):
+            await client.wait_for(count("message", 1))
+        self.assertEqual([f["type"] for f in anyone.frames[1:]], ["message"])
+        self.assertEqual(author.messages()[0]["body"], "held")
+
+    @with_server
+    async def test_room_made_again(self, server: Server) -> None:
+        """A stream resuming with another room's id starts over: C{new_room}, the last 100."""
+        tokens = await server.room_with("physics-101", "ada")
+        await post_many(server, tokens["ada"], 2)
+        room = await server.chat.room("physics-101")
+        same = await open_events(self, server.port, EVENTS + f"?since=1&room_id={room.id}")
+        other = await open_events(self, server.port, EVENTS + "?since=1&room_id=elsewhere")
+        await same.wait_for(count("message", 1))
+        await other.wait_for(count("message", 2))
+        self.assertEqual([(c.frames[0]["new_room"], seqs(c)) for c in (same, other)],
+                         [(False, [2]), (True, [1, 2])])
+
+
 class ResumeTests(TestCase):
     @with_server
     async def test_since(self, server: Server) -> None:

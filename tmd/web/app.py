@@ -348,9 +348,10 @@ class WebApp:
         stream = self._events.stream(request)  # first: it must hear of a hang-up during the awaits
         since = resume_point(request)
         token = query_token(request) or bearer_token(request)
+        room_id = request.args.get(b"room_id", [b""])[0].decode("latin-1") or None
         room = await self._chat.room(name)
         you = await self._chat.check_read(room, token)
-        await stream.follow(room, you, since)
+        await stream.follow(room, you, since, self._chat.is_owner(room, token), room_id)
 
     @app.route("/api/v1/rooms/<name>/live", methods=["GET"])
     def live(self, request: IRequest, name: str) -> IResource | bytes:

@@ -23,12 +23,12 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from tmd.chat import Chat
+from tmd.chat import Chat, start_point
 from tmd.errors import BadRequest, Unavailable
 from tmd.follow import Follower
 from tmd.hub import Hub
 from tmd.limits import DEFAULT_MAX_SEND_BUFFER
-from tmd.model import Event, Message, Participant, Room
+from tmd.model import Event, Message, Participant, Room, Viewer
 from tmd.web.backpressure import SendBuffer
 from tmd.web.live import BACKLOG, MAX_SEQ
 from tmd.wire import encode, message_frame, participant_json
@@ -111,10 +111,12 @@ class EventStream:
         self._ended: Deferred[None] = Deferred()
         request.notifyFinish().addBoth(self._finished)
 
-    async def follow(self, room: Room, you: Participant | None, since: int | None) -> None:
+    async def follow(self, room: Room, you: Participant | None, since: int | None,
+                     owner: bool = False, room_id: str | None = None) -> None:
         """
-        Send the welcome, the messages after C{since} (the last 100 if None), then
-        live frames; returns when the stream has ended.
+        Send the welcome, the messages after C{since} (the last 100 if None, or if
+        C{room_id} says the client followed another room of this name), then live frames,
+        the author's and the C{owner}'s own among them; returns when the stream has ended.
         """
         if not self._open:
             return
@@ -123,14 +125,17 @@ class EventStream:
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Accel-Buffering", b"no")  # nginx: pass each event on at once
         request.registerProducer(self._buffer, True)
-        start = max(0, room.last_seq - BACKLOG) if since is None else since
+        start, new_room = start_point(room, since, room_id, BACKLOG)
         self._room = room
         self._follower = Follower(streams.chat, room, start, self, self._buffer.ready)
         streams.streams.add(self)
-        streams.hub.subscribe(room.id, self._follower)
+        streams.hub.subscribe(room.id, self._follower,
+                              Viewer(participant_id=you.id if you is not None else None,
+                                     owner=owner))
         self._write(sse_event(encode({
             "type": "welcome", "room": streams.chat.room_json(room),
             "you": participant_json(you) if you is not None else None,
+            "owner": owner, "new_room": new_room,
         }), start))
         self._keep_alive = streams.clock.callLater(KEEP_ALIVE, self._send_keep_alive)
         self.run(self._follower.catch_up(), "catching up an event stream")

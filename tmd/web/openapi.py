@@ -816,7 +816,12 @@ def _paths() -> JSON:
                        " then live ones. Without it (and without `Last-Event-ID`), the"
                        " last 100 messages.", _integer("A seq.", 0, _MAX_SEQ)),
                 _query("token", "A participant or owner token (needed for a password"
-                       " room); `Authorization: Bearer` works too.", {"type": "string"}),
+                       " room; the author's `pending`/`released` and the owner's `held`"
+                       " frames come to them); `Authorization: Bearer` works too.",
+                       {"type": "string"}),
+                _query("room_id", "As for the websocket: the `id` of the room the client"
+                       " followed; another id starts over (`new_room` in the welcome).",
+                       {"type": "string"}),
                 {"name": "Last-Event-ID", "in": "header", "required": False,
                  "description": "The last event id received: resume after that seq"
                  " (instead of `since`).", "schema": _integer("A seq.", 0, _MAX_SEQ)},
