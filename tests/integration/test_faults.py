@@ -28,10 +28,10 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.clients import Frames, Http, LiveClient, connect, count
+from tests.clients import Frames, Http, connect, count
 from tests.helpers import eventually
 from tests.integration.daemon import CLEAN_STOP, Daemon
-from tests.integration.test_postgres import UNLIMITED_POSTS, through
+from tests.integration.test_postgres import UNLIMITED_POSTS, stored, through, watch
 from tests.postgres import fresh_schema
 
 ROOM = "faults"
@@ -49,33 +49,6 @@ async def room_with(http: Http, nicknames: list[str]) -> list[str]:
         assert code == 201, (code, joined)
         tokens.append(joined["token"])
     return tokens
-
-
-async def live(test: TestCase, daemon: Daemon, query: str = "") -> LiveClient:
-    """A websocket client of L{ROOM}, past its welcome; closed at cleanup."""
-    client = await connect(daemon.port, f"/api/v1/rooms/{ROOM}/live{query}")
-
-    async def close() -> None:
-        if not client.closed.called:
-            client.sendClose()
-            await client.closed
-
-    test.addCleanup(close)
-    await client.wait_for(count("welcome", 1))
-    return client
-
-
-async def stored(http: Http) -> list[dict[str, Any]]:
-    """Every message of L{ROOM}, a page of 1000 at a time."""
-    found: list[dict[str, Any]] = []
-    while True:
-        after = found[-1]["seq"] if found else 0
-        code, page = await http.call(
-            "GET", f"/api/v1/rooms/{ROOM}/messages?after={after}&limit=1000")
-        assert code == 200, (code, page)
-        found += page["messages"]
-        if len(page["messages"]) < 1000:
-            return found
 
 
 def answer_to(ref: str) -> Callable[[Frames], bool]:
@@ -153,7 +126,7 @@ class KillTests(TestCase):
         """
         daemon = await Daemon.start(self, *database, *UNLIMITED_POSTS)
         tokens = await room_with(Http(daemon.url), [f"poster-{i}" for i in range(4)])
-        watcher = await live(self, daemon, "?since=0")
+        watcher = await watch(self, daemon, "?since=0", ROOM)
         posting = Posting()
         posters = gatherResults([
             Deferred.fromCoroutine(posting.over_http(daemon, tokens[0], "http-0")),
@@ -171,7 +144,7 @@ class KillTests(TestCase):
         self.assertEqual(seen, list(range(1, len(seen) + 1)), "the watcher before the kill")
 
         http = Http(daemon.url)
-        before = await stored(http)
+        before = await stored(http, ROOM)
         in_room = {m["seq"]: m["body"] for m in before}
         self.assertEqual(sorted(in_room), list(range(1, len(in_room) + 1)), "a gap in the seqs")
         lost = {seq: body for seq, body in posting.acknowledged.items()
@@ -183,14 +156,14 @@ class KillTests(TestCase):
         self.assertEqual(lost, {}, "acknowledged, lost")
 
         # The watcher resumes where it was; another client from halfway, a long backlog.
-        resumed = {since: await live(self, daemon, f"?since={since}")
+        resumed = {since: await watch(self, daemon, f"?since={since}", ROOM)
                    for since in (len(seen), len(seen) // 2)}
         for i in range(5):
             code, message = await http.call("POST", f"/api/v1/rooms/{ROOM}/messages",
                                             {"body": f"after {i}"}, tokens[0])
             self.assertEqual((code, message["seq"]), (201, len(in_room) + 1 + i))
         last = len(in_room) + 5
-        everything = [(m["seq"], m["body"]) for m in await stored(http)]
+        everything = [(m["seq"], m["body"]) for m in await stored(http, ROOM)]
         for since, client in resumed.items():
             await client.wait_for(through(last))
             self.assertEqual([(m["seq"], m["body"]) for m in client.messages()],
@@ -262,8 +235,8 @@ class DiskFullTests(TestCase):
         daemon = await Daemon.start(self, *UNLIMITED_POSTS, directory=directory)
         http = Http(daemon.url)
         ada, bob = await room_with(http, ["ada", "bob"])
-        watcher = await live(self, daemon, "?since=0")
-        poster = await live(self, daemon, f"?token={bob}")
+        watcher = await watch(self, daemon, "?since=0", ROOM)
+        poster = await watch(self, daemon, f"?token={bob}", ROOM)
         acknowledged: dict[int, str] = {}
         for i in range(5):
             code, message = await http.call("POST", f"/api/v1/rooms/{ROOM}/messages",
@@ -301,7 +274,7 @@ class DiskFullTests(TestCase):
         acknowledged[7] = "over the socket again"
         await watcher.wait_for(through(7))
         self.assertEqual({m["seq"]: m["body"] for m in watcher.messages()}, acknowledged)
-        self.assertEqual({m["seq"]: m["body"] for m in await stored(http)}, acknowledged)
+        self.assertEqual({m["seq"]: m["body"] for m in await stored(http, ROOM)}, acknowledged)
         log.info("fault drill disk full: {refused} HTTP posts and 1 websocket post refused"
                  " with 503 while full, {acknowledged} acknowledged, all stored, 0 lost",
                  refused=refused, acknowledged=len(acknowledged))

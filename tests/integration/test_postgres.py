@@ -85,9 +85,10 @@ async def room_with(http: Http, nicknames: list[str]) -> list[str]:
     return tokens
 
 
-async def watch(test: TestCase, daemon: Daemon) -> LiveClient:
-    """A websocket client of L{ROOM} on C{daemon}: since=0, past its welcome, closed at cleanup."""
-    client = await connect(daemon.port, f"/api/v1/rooms/{ROOM}/live?since=0")
+async def watch(test: TestCase, daemon: Daemon, query: str = "?since=0",
+                room: str = ROOM) -> LiveClient:
+    """A websocket client of C{room} on C{daemon}, past its welcome; closed at cleanup."""
+    client = await connect(daemon.port, f"/api/v1/rooms/{room}/live{query}")
 
     async def close() -> None:
         if not client.closed.called:
@@ -99,12 +100,12 @@ async def watch(test: TestCase, daemon: Daemon) -> LiveClient:
     return client
 
 
-async def stored(http: Http) -> list[dict[str, Any]]:
-    """Every message of L{ROOM}, a page of 1000 at a time."""
+async def stored(http: Http, room: str = ROOM) -> list[dict[str, Any]]:
+    """Every message of C{room}, a page of 1000 at a time."""
     found: list[dict[str, Any]] = []
     while True:
         after = found[-1]["seq"] if found else 0
-        code, page = await http.call("GET", f"/api/v1/rooms/{ROOM}/messages?after={after}"
+        code, page = await http.call("GET", f"/api/v1/rooms/{room}/messages?after={after}"
                                      "&limit=1000")
         assert code == 200, (code, page)
         found += page["messages"]
