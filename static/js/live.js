@@ -3,6 +3,8 @@
 // jitter, and reports its state (connecting | live | reconnecting | offline). It knows nothing
 // about the page.
 
+import { api, ApiError, roomPath } from './api.js';
+
 const MIN_DELAY = 500;
 const MAX_DELAY = 10000;
 const WELCOME_TIMEOUT = 15000;
@@ -14,6 +16,20 @@ const FALLBACK_AFTER = 3; // websockets that fail to open in a row before the ev
 export function backoff(attempt, random = Math.random) {
   const ceiling = Math.min(MAX_DELAY, MIN_DELAY * 2 ** Math.min(attempt, 10));
   return Math.max(MIN_DELAY, Math.round(ceiling / 2 + (random() * ceiling) / 2));
+}
+
+// Why room `name`'s event stream was refused, which an EventSource does not tell: the same read
+// over the API says. As the websocket would close: 4404 no room any more, 1008 the token is refused.
+export function roomRefusal(name) {
+  return async (usedToken) => {
+    try {
+      await api('GET', `${roomPath(name)}/messages?limit=1`, { token: usedToken });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) return 4404;
+      if (err instanceof ApiError && err.status === 401) return 1008;
+    }
+    return null;
+  };
 }
 
 export class LiveConnection {

@@ -4,7 +4,7 @@
 // connection as the chat page, with a token only where a password room needs one.
 import { api, ApiError, NAME_RE, ownerKey, participantKey, roomPath, store } from './api.js';
 import { $, showText } from './dom.js';
-import { LiveConnection } from './live.js';
+import { LiveConnection, roomRefusal } from './live.js';
 import { appendLinkified } from './render.js';
 
 const NEWEST_SHOWN = 40;
@@ -275,16 +275,6 @@ function onClose(code) {
   return 'retry';
 }
 
-async function refusal(usedToken) {
-  try {
-    await api('GET', `${roomPath(roomName)}/messages?limit=1`, { token: usedToken });
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 404) return 4404;
-    if (err instanceof ApiError && err.status === 401) return 1008;
-  }
-  return null;
-}
-
 // The QR code, inline (crisp at any size); its <title> is "Join at URL", the link shown beside it.
 async function showJoin() {
   let url = `${location.origin}/${roomName}`;
@@ -352,7 +342,9 @@ async function main() {
     }
     showText(el.notice, `Could not load the room: ${err.message}`);
   }
-  new LiveConnection({ url: liveUrl, onFrame, onClose, refusal, onState: setConnState }).start();
+  new LiveConnection({
+    url: liveUrl, onFrame, onClose, refusal: roomRefusal(roomName), onState: setConnState,
+  }).start();
 }
 
 main();

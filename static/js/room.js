@@ -4,7 +4,7 @@ import {
   acknowledge, clearPostError, failPending, noteLiveMessage, setupComposer, showServerError, updateComposer,
 } from './composer.js';
 import { confirmParticipant, forgetParticipant, savedParticipant, setupIdentity } from './identity.js';
-import { LiveConnection } from './live.js';
+import { LiveConnection, roomRefusal } from './live.js';
 import {
   addLiveMessage, clearMessages, removeMessage, resumePoint, setupMessageList, welcome,
 } from './message-list.js';
@@ -63,18 +63,6 @@ function liveUrl(transport) {
   if (transport === 'events') return { href: path, usedToken: token };
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
   return { href: `${proto}://${location.host}${path}`, usedToken: token };
-}
-
-// Why the event stream was refused, which an EventSource does not tell: the same read over the
-// API says. As the websocket would close: 4404 no room any more, 1008 the token is refused.
-async function refusal(usedToken) {
-  try {
-    await api('GET', `${roomPath(roomName)}/messages?limit=1`, { token: usedToken });
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 404) return 4404;
-    if (err instanceof ApiError && err.status === 401) return 1008;
-  }
-  return null;
 }
 
 function onFrame(frame) {
@@ -211,7 +199,7 @@ async function main() {
     url: liveUrl,
     onFrame,
     onClose,
-    refusal,
+    refusal: roomRefusal(roomName),
     onState: (connState) => {
       setConnState(connState);
       updateComposer();
