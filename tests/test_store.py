@@ -179,6 +179,24 @@ class StoreContractMixin(_TestCase):
         self.assertIsNone(await self.store.participant(two.id, b"1" * 32))
         self.assertIsNone(await self.store.participant(one.id, b"9" * 32))
 
+    async def test_room_with_participant(self) -> None:
+        """
+        C{room_with_participant} reads the room and the token's participant in it as it
+        is now (muted too); None in place of one another room's token or no one holds.
+        """
+        room, other = await self.create(), await self.create("other")
+        ada = await self.store.add_participant(room.id, "p1", "ada", b"1" * 32, NOW)
+        await self.store.add_participant(other.id, "p2", "bob", b"2" * 32, NOW)
+        self.assertEqual(await self.store.room_with_participant("physics-101", b"1" * 32),
+                         (room, ada))
+        await self.store.set_muted(room, "p1", True)
+        found = await self.store.room_with_participant("physics-101", b"1" * 32)
+        self.assertEqual(found, (room, evolve(ada, muted=True)))
+        for token_hash in (b"2" * 32, b"9" * 32, room.owner_token_hash):
+            self.assertEqual(await self.store.room_with_participant("physics-101", token_hash),
+                             (room, None))
+        self.assertIsNone(await self.store.room_with_participant("chemistry", b"1" * 32))
+
     async def test_participants_and_mute(self) -> None:
         """C{participants} lists a room's people as they joined; C{set_muted} flips one."""
         room, other = await self.create(), await self.create("other")

@@ -259,6 +259,20 @@ class Chat:
             room.id, tokens.new_id(), nickname, tokens.token_hash(token), self.now_ms())
         return participant, token
 
+    async def _room_with_participant(self, name: str, token: str,
+                                     ) -> tuple[Room, Participant | None]:
+        """
+        The room named C{name} and its participant holding C{token} (None if no one
+        does), read in one call: a post's lookups cost one trip to the store, not two.
+        """
+        found = None
+        if ROOM_NAME.fullmatch(name.lower()):
+            found = await self._store.room_with_participant(name.lower(),
+                                                            tokens.token_hash(token))
+        if found is None:
+            raise NotFound(f"There is no room '{name}'.")
+        return found
+
     async def participant(self, room: Room, token: str | None) -> Participant | None:
         """The participant holding C{token}, None without one; a wrong one is refused."""
         if token is None:
@@ -302,13 +316,13 @@ class Chat:
         question = bool(field_of(request, "question", bool, False))
         host = field_of(request, "host", bool, False)
         self._limiter.post_from(address)
-        room = await self.room(name)
+        room, participant = await self._room_with_participant(name, token)
         if host:
             if not self.is_owner(room, token):
                 raise Forbidden("Only the room's owner posts as the host: send the owner token.")
             return await self._host_post(room, body, question)
-        participant = await self.participant(room, token)
-        assert participant is not None  # a token that finds no one is refused above
+        if participant is None:
+            raise Unauthorized("That token is not valid in this room.")
         self._check_post(room, participant, body, question)
         matched = await self._restricted(room, body)
         if matched and room.restricted.action == "refuse":

@@ -54,6 +54,13 @@ class IStore(Interface):
     def participant(room_id: int, token_hash: bytes) -> Deferred[Participant | None]:
         """The participant of C{room_id} holding the token with that hash, or None."""
 
+    def room_with_participant(name: str, token_hash: bytes,
+                              ) -> Deferred[tuple[Room, Participant | None] | None]:
+        """
+        The room named C{name} and its participant holding the token with that hash
+        (None if no one does), read together; None if there is no such room.
+        """
+
     def participants(room: Room) -> Deferred[list[Participant]]:
         """Everyone who joined C{room}, in the order they joined."""
 

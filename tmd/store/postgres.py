@@ -89,6 +89,11 @@ _ROOM_COLUMNS = (
     " owner_token_hash, hashtags, last_seq, qa, moderation, locked, host_name, pinned_seq,"
     " restricted, peak_online"
 )
+_ROOM_WITH_PARTICIPANT = (
+    "SELECT " + ", ".join(f"r.{column.strip()}" for column in _ROOM_COLUMNS.split(","))
+    + ", p.id, p.nickname, p.muted FROM rooms r"
+    " LEFT JOIN participants p ON p.room_id = r.id AND p.token_hash = %s WHERE r.name = %s"
+)
 
 _MESSAGE_COLUMNS = ("m.seq, m.kind, m.author, m.body, m.created_at, m.source, m.participant_id,"
                     " m.question, m.votes, m.answered, m.seq = r.pinned_seq, m.host, m.edited")
@@ -718,6 +723,18 @@ class PostgresStore:
             return None
         [(id, nickname, muted)] = rows
         return Participant(id=id, room_id=room_id, nickname=nickname, muted=muted)
+
+    @_deferred
+    async def room_with_participant(self, name: str, token_hash: bytes,
+                                    ) -> tuple[Room, Participant | None] | None:
+        rows = await self._query(_ROOM_WITH_PARTICIPANT, (token_hash, name))
+        if not rows:
+            return None
+        room = _room(rows[0][:-3])
+        id, nickname, muted = rows[0][-3:]
+        if id is None:
+            return room, None
+        return room, Participant(id=id, room_id=room.id, nickname=nickname, muted=muted)
 
     @_deferred
     async def participants(self, room: Room) -> list[Participant]:

@@ -49,6 +49,12 @@ _ROOM_COLUMNS = (
     " owner_token_hash, hashtags, last_seq, qa, moderation, locked, host_name, pinned_seq,"
     " restricted, peak_online"
 )
+_ROOM_WITH_PARTICIPANT = (
+    "SELECT " + ", ".join(f"r.{column.strip()}" for column in _ROOM_COLUMNS.split(","))
+    + ", p.id AS participant_id, p.nickname AS participant_nickname,"
+    " p.muted AS participant_muted FROM rooms r"
+    " LEFT JOIN participants p ON p.room_id = r.id AND p.token_hash = ? WHERE r.name = ?"
+)
 _MESSAGE_COLUMNS = ("seq, kind, author, body, created_at, source, participant_id, question, votes,"
                     " answered, host, edited")
 _PARTICIPANT_STATS = participant_stats(":room")
@@ -272,6 +278,21 @@ class SQLiteStore:
                 return None
             return Participant(id=row["id"], room_id=room_id, nickname=row["nickname"],
                                muted=bool(row["muted"]))
+
+        return self._run(select)
+
+    def room_with_participant(self, name: str, token_hash: bytes,
+                              ) -> Deferred[tuple[Room, Participant | None] | None]:
+        def select(db: sqlite3.Connection) -> tuple[Room, Participant | None] | None:
+            row = db.execute(_ROOM_WITH_PARTICIPANT, (token_hash, name)).fetchone()
+            if row is None:
+                return None
+            room = _room(row)
+            if row["participant_id"] is None:
+                return room, None
+            return room, Participant(id=row["participant_id"], room_id=room.id,
+                                     nickname=row["participant_nickname"],
+                                     muted=bool(row["participant_muted"]))
 
         return self._run(select)
 
