@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -234,7 +235,8 @@ class AccessLogTests(SynchronousTestCase):
         with capturedLogs() as events:
             MeasuredSite(Resource(), Metrics()).log(request)
         [event] = events
-        self.assertIn('"GET /api/v1/rooms/x/live HTTP/1.0"', formatEvent(event))
+        line = '"-" - - "GET /api/v1/rooms/x/live HTTP/1.0" 200 0 "http://h/x" "-"'
+        self.assertEqual((formatEvent(event), json.loads(json_line(event))["text"]), (line, line))
         self.assertEqual((event["path"], event["status"], event["referer"], event["route"]),
                          ("/api/v1/rooms/x/live", 200, "http://h/x", "unmatched"))
         self.assertNotIn("s3cret", formatEvent(event) + json_line(event))

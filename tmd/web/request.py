@@ -103,13 +103,19 @@ class MeasuredSite(Site):
     def log(self, request: http.Request) -> None:
         route = getattr(request, "route", UNMATCHED)
         self._metrics.http_request(route, request.method, request.code)
+        client = getattr(request.getClientAddress(), "host", "-")
+        method = request.method.decode("latin-1")
+        path = request.uri.split(b"?", 1)[0].decode("latin-1")  # queries may hold tokens
+        protocol = request.clientproto.decode("latin-1")
+        status, size = request.code, request.sentLength
         referer = request.getHeader(b"referer")
+        referer_text = referer.split(b"?", 1)[0].decode("latin-1") if referer else "-"
+        agent = (request.getHeader(b"user-agent") or b"-").decode("latin-1")
+        # The line is formatted here, once: the logger's format string is then trivial
+        # to parse. (The JSON log takes its "text" from the format, not this field.)
         access_log.info(
-            '"{client}" - - "{method} {path} {protocol}" {status} {size} "{referer}" "{agent}"',
-            client=getattr(request.getClientAddress(), "host", "-"),
-            method=request.method.decode("latin-1"),
-            path=request.uri.split(b"?", 1)[0].decode("latin-1"),  # queries may hold tokens
-            protocol=request.clientproto.decode("latin-1"), status=request.code,
-            size=request.sentLength, route=route,
-            referer=referer.split(b"?", 1)[0].decode("latin-1") if referer else "-",
-            agent=(request.getHeader(b"user-agent") or b"-").decode("latin-1"))
+            "{text}",
+            text=f'"{client}" - - "{method} {path} {protocol}" {status} {size}'
+                 f' "{referer_text}" "{agent}"',
+            client=client, method=method, path=path, protocol=protocol, status=status,
+            size=size, route=route, referer=referer_text, agent=agent)
