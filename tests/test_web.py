@@ -10,12 +10,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
-from twisted.web.test.requesthelper import DummyRequest
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from tests.server import Server, start_server
 from tmd.logs import json_line
 from tmd.metrics import Metrics
-from tmd.web.request import MeasuredSite
+from tmd.web.request import LimitedRequest, MeasuredSite
 
 ROOM = "/api/v1/rooms/physics-101"
 
@@ -240,3 +240,20 @@ class AccessLogTests(SynchronousTestCase):
         self.assertEqual((event["path"], event["status"], event["referer"], event["route"]),
                          ("/api/v1/rooms/x/live", 200, "http://h/x", "unmatched"))
         self.assertNotIn("s3cret", formatEvent(event) + json_line(event))
+
+
+class FormBodyTests(SynchronousTestCase):
+    def test_form_never_parsed(self) -> None:
+        """A form body stays a body: C{request.args} holds the query string's arguments only."""
+        for content_type, body in (
+                (b"application/x-www-form-urlencoded", b"after=5&token=x"),
+                (b"multipart/form-data; boundary=b",
+                 b'--b\r\nContent-Disposition: form-data; name="after"\r\n\r\n5\r\n--b--\r\n')):
+            request = LimitedRequest(DummyChannel())
+            request.process = lambda: None  # type: ignore[method-assign]
+            request.requestHeaders.setRawHeaders(b"content-type", [content_type])
+            request.gotLength(len(body))
+            request.handleContentChunk(body)
+            request.requestReceived(b"POST", b"/api/v1/rooms/x/messages?limit=2", b"HTTP/1.1")
+            self.assertEqual(request.args, {b"limit": [b"2"]})
+            self.assertEqual(request.content.read(), body)
