@@ -8,7 +8,7 @@ only ever sees well-formed values.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
 from typing import Any, TypeVar
 
 from tmd.errors import ApiError, BadRequest
@@ -19,8 +19,8 @@ T = TypeVar("T")
 
 def timestamp(ms: int) -> str:
     """RFC 3339 UTC with milliseconds: C{2026-11-24T17:00:00.123Z}."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    seconds, millis = divmod(ms, 1000)  # time.gmtime: half the cost of a datetime
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def room_json(room: Room, online: int, now_ms: int) -> dict[str, Any]:
