@@ -31,7 +31,15 @@ from tests.helpers import (
 )
 from tests.postgres import execute, fresh_schema, terminate
 from tmd.errors import NameTaken, NotFound, Unavailable
-from tmd.model import SEQ_PLACEHOLDER, Delivery, NewMessage, NewRoom, Room, RoomChanges
+from tmd.model import (
+    SEQ_PLACEHOLDER,
+    Delivery,
+    NewMessage,
+    NewRoom,
+    Restricted,
+    Room,
+    RoomChanges,
+)
 from tmd.store import IStore, postgres
 from tmd.store.migrations import migrations
 from tmd.store.postgres import PostgresStore
@@ -196,6 +204,45 @@ class StoreContractMixin(_TestCase):
             self.assertEqual(await self.store.room_with_participant("physics-101", token_hash),
                              (room, None))
         self.assertIsNone(await self.store.room_with_participant("chemistry", b"1" * 32))
+
+    async def test_room_with_participant_after_changes(self) -> None:
+        """
+        After each change to a room's settings or a participant, C{room_with_participant}
+        answers with it, however often it was asked before (an engine may keep answers).
+        """
+        room = await self.create()
+        await self.store.add_participant(room.id, "p1", "ada", b"1" * 32, NOW)
+        posted = await self.post(room, "pin me")
+
+        async def looked_up() -> tuple[Room, Any]:
+            await self.store.room_with_participant("physics-101", b"1" * 32)  # kept, maybe
+            found = await self.store.room_with_participant("physics-101", b"1" * 32)
+            assert found is not None
+            return found
+
+        await self.store.set_muted(room, "p1", True)
+        self.assertTrue((await looked_up())[1].muted)
+        changed = RoomChanges(state="paused", title="T", hashtags=(), expires_at=NOW + 10,
+                              qa=True, moderation="pre", locked=True, host_name="H")
+        await self.store.update_room(room, changed)
+        found = (await looked_up())[0]
+        self.assertEqual((found.state, found.qa, found.moderation, found.locked),
+                         ("paused", True, "pre", True))
+        await self.store.set_restricted(room, Restricted(words=("bad",)))
+        self.assertEqual((await looked_up())[0].restricted.words, ("bad",))
+        await self.store.pin(room, posted.seq)
+        self.assertEqual((await looked_up())[0].pinned, posted.seq)
+        await self.store.delete_message(room, posted.seq)
+        self.assertIsNone((await looked_up())[0].pinned)
+        await self.store.close_expired(NOW + 10, 10)
+        self.assertEqual((await looked_up())[0].state, "closed")
+        await self.store.purge_expired(NOW + 10, 10)
+        self.assertIsNone(await self.store.room_with_participant("physics-101", b"1" * 32))
+        again = await self.create()
+        await self.store.add_participant(again.id, "p2", "bob", b"2" * 32, NOW)
+        await self.store.room_with_participant("physics-101", b"2" * 32)
+        await self.store.delete_room(again)
+        self.assertIsNone(await self.store.room_with_participant("physics-101", b"2" * 32))
 
     async def test_participants_and_mute(self) -> None:
         """C{participants} lists a room's people as they joined; C{set_muted} flips one."""

@@ -58,7 +58,10 @@ class IStore(Interface):
                               ) -> Deferred[tuple[Room, Participant | None] | None]:
         """
         The room named C{name} and its participant holding the token with that hash
-        (None if no one does), read together; None if there is no such room.
+        (None if no one does), read together; None if there is no such room. For
+        posts: an engine may answer from memory, as of every change to the room's
+        settings and the participant, but with the room's counters (C{last_seq},
+        C{peak_online}) as they were.
         """
 
     def participants(room: Room) -> Deferred[list[Participant]]:

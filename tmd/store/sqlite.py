@@ -65,6 +65,8 @@ FULL_RETRY_AFTER = 30
 """Seconds a client is told to wait when the disk is full: freeing space takes a person."""
 FULL_LOG_EVERY = 1000
 """While the disk is full, one warning for the first refused write and each this many after."""
+KNOWN_LIMIT = 10_000
+"""The most participants a store keeps in memory for posts; past it, it starts over."""
 
 
 class Pool(Protocol):
@@ -149,11 +151,27 @@ class SQLiteStore:
         self._pool: Pool = pool if pool is not None else ThreadPool(1, 1, "tmd-sqlite")
         self._db: sqlite3.Connection | None = None
         self._refused_full = 0
+        # What posts look up (room_with_participant), kept so that most posts make one trip
+        # to the SQLite thread, not two. This store is the only writer of its file, so
+        # every change is made here: each write of a room's settings or of a participant
+        # forgets it all, in the SQLite thread, in the job of the write. Lookups fill it
+        # in that thread too, so one that read before a write can never refill it after.
+        # The reactor only reads it. last_seq and peak_online are left to age (posts do not
+        # read them, and they change with every post).
+        self._known_rooms: dict[str, Room] = {}
+        self._known_participants: dict[bytes, Participant] = {}
 
-    def _run(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+    def _run(self, work: Callable[[sqlite3.Connection], T], forgets: bool = False,
+             ) -> Deferred[T]:
+        """C{work} in the SQLite thread; C{forgets}: it changes rooms or participants."""
         def in_thread() -> T:
             assert self._db is not None, "the store is not open"
-            return work(self._db)
+            try:
+                return work(self._db)
+            finally:
+                if forgets:
+                    self._known_rooms.clear()
+                    self._known_participants.clear()
 
         d = deferToThreadPool(self._reactor, self._pool, in_thread)  # type: ignore[arg-type]
         return d.addErrback(self._disk_full)
@@ -209,7 +227,8 @@ class SQLiteStore:
             db.close()
             self._db = None
 
-        d: Deferred[None] = self._run(shut) if self._db is not None else succeed(None)
+        d: Deferred[None] = (self._run(shut, forgets=True) if self._db is not None
+                             else succeed(None))
 
         def stop_pool(result: object) -> object:
             self._pool.stop()
@@ -283,6 +302,11 @@ class SQLiteStore:
 
     def room_with_participant(self, name: str, token_hash: bytes,
                               ) -> Deferred[tuple[Room, Participant | None] | None]:
+        room = self._known_rooms.get(name)
+        participant = self._known_participants.get(token_hash)
+        if room is not None and participant is not None and participant.room_id == room.id:
+            return succeed((room, participant))
+
         def select(db: sqlite3.Connection) -> tuple[Room, Participant | None] | None:
             row = db.execute(_ROOM_WITH_PARTICIPANT, (token_hash, name)).fetchone()
             if row is None:
@@ -290,9 +314,15 @@ class SQLiteStore:
             room = _room(row)
             if row["participant_id"] is None:
                 return room, None
-            return room, Participant(id=row["participant_id"], room_id=room.id,
-                                     nickname=row["participant_nickname"],
-                                     muted=bool(row["participant_muted"]))
+            participant = Participant(id=row["participant_id"], room_id=room.id,
+                                      nickname=row["participant_nickname"],
+                                      muted=bool(row["participant_muted"]))
+            if len(self._known_participants) >= KNOWN_LIMIT:
+                self._known_rooms.clear()
+                self._known_participants.clear()
+            self._known_rooms[name] = room
+            self._known_participants[token_hash] = participant
+            return room, participant
 
         return self._run(select)
 
@@ -313,7 +343,7 @@ class SQLiteStore:
                     "UPDATE participants SET muted = ? WHERE room_id = ? AND id = ?",
                     (int(muted), room.id, participant_id)).rowcount > 0
 
-        return self._run(update)
+        return self._run(update, forgets=True)
 
     def post(self, room: Room, new: NewMessage,
              outbox: Sequence[Delivery] = ()) -> Deferred[Message]:
@@ -340,7 +370,7 @@ class SQLiteStore:
                 _add_outbox(db, outbox)
             return _room(row)
 
-        return self._run(update)
+        return self._run(update, forgets=True)
 
     def delete_room(self, room: Room, outbox: Sequence[Delivery] = ()) -> Deferred[bool]:
         def delete(db: sqlite3.Connection) -> bool:
@@ -350,7 +380,7 @@ class SQLiteStore:
                 _add_outbox(db, outbox)
             return True
 
-        return self._run(delete)
+        return self._run(delete, forgets=True)
 
     def close_expired(self, now_ms: int, limit: int) -> Deferred[list[Room]]:
         def close(db: sqlite3.Connection) -> list[Room]:
@@ -361,7 +391,7 @@ class SQLiteStore:
                     f" RETURNING {_ROOM_COLUMNS}", (now_ms, limit)).fetchall()
             return [_room(row) for row in rows]
 
-        return self._run(close)
+        return self._run(close, forgets=True)
 
     def purge_expired(self, before_ms: int, limit: int) -> Deferred[list[Room]]:
         def purge(db: sqlite3.Connection) -> list[Room]:
@@ -372,7 +402,7 @@ class SQLiteStore:
                     f" RETURNING {_ROOM_COLUMNS}", (before_ms, limit)).fetchall()
             return [_room(row) for row in rows]
 
-        return self._run(purge)
+        return self._run(purge, forgets=True)
 
     def delete_message(self, room: Room, seq: int,
                        outbox: Sequence[Delivery] = ()) -> Deferred[bool]:
@@ -388,7 +418,7 @@ class SQLiteStore:
                 _add_outbox(db, outbox)
             return True
 
-        return self._run(delete)
+        return self._run(delete, forgets=True)  # it may unpin
 
     def tagged_rooms(self, now_ms: int) -> Deferred[list[Room]]:
         def select(db: sqlite3.Connection) -> list[Room]:
@@ -494,7 +524,7 @@ class SQLiteStore:
                                  f" RETURNING {_ROOM_COLUMNS}", (seq, room.id)).fetchone()
             return _room(row), before[0]
 
-        return self._run(update)
+        return self._run(update, forgets=True)
 
     def set_restricted(self, room: Room, restricted: Restricted) -> Deferred[Room | None]:
         def update(db: sqlite3.Connection) -> Room | None:
@@ -504,7 +534,7 @@ class SQLiteStore:
                     (json.dumps(restricted.to_json()), room.id)).fetchone()
             return _room(row) if row is not None else None
 
-        return self._run(update)
+        return self._run(update, forgets=True)
 
     def questions(self, room: Room, top: bool,
                   limit: int) -> Deferred[tuple[list[Message], int]]:
