@@ -7,6 +7,7 @@ reaper, web, and the plugins.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -193,7 +194,18 @@ def makeService(options: Options) -> IService:
 
     assert options.config is not None
     reactor.addSystemEventTrigger("after", "shutdown", _exit_zero, reactor)
+    reactor.callWhenRunning(freeze_startup_heap)
     return build(options.config, reactor, options.plugins, options.problems)
+
+
+def freeze_startup_heap() -> None:
+    """
+    Take what startup made (modules, classes, services: most of the heap, for good)
+    out of the garbage collector's full passes. Each pass walked all of it and held the
+    reactor for ~20 ms, every ~800 posts, so a few posts waited that long.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_zero(reactor: Any) -> None:
