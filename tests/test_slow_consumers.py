@@ -27,7 +27,9 @@ from tmd.config import ConfigError, load
 from tmd.hub import Hub
 from tmd.limits import DEFAULT_MAX_SEND_BUFFER, ConnectionLimits
 from tmd.web import WebService
+from tmd.web.backpressure import DirectWriter
 from tmd.web.live import CLOSE_TRY_AGAIN, LiveProtocol
+from tmd.wire import encode
 
 LIVE = "/api/v1/rooms/physics-101/live"
 LIMIT = 64 * 1024
@@ -237,3 +239,37 @@ class IdleTimeoutTests(SynchronousTestCase):
                 load(options)
             self.assertIn(next(iter(options)).replace("-", "_"), str(raised.exception))
 
+
+
+class DirectWriterTests(TestCase):
+    async def test_first_frame_of_a_turn_straight_to_the_socket(self) -> None:
+        """
+        A connection's first frame in a reactor turn goes to its socket at once; the
+        next ones that turn wait in its buffer, to go out together; the client gets them
+        all, in order. What is not a TCP connection is written to as usual.
+        """
+        server = await start_server(self)
+        await server.room_with("physics-101")
+        client = await connect(server.port, LIVE)
+        await client.wait_for(count("welcome", 1))
+        protocol = server_side(server, client)
+        await eventually(lambda: queued(protocol) == 0)
+        clock = Clock()
+        writer = DirectWriter(clock)
+        frames = [server.web.live.prepareMessage(encode({"type": "presence", "online": n}))
+                  for n in (7, 8, 9)]
+        writer.write(protocol.transport, frames[0].payloadHybi)
+        self.assertEqual(queued(protocol), 0)  # the kernel has it
+        writer.write(protocol.transport, frames[1].payloadHybi)
+        self.assertEqual(queued(protocol), len(frames[1].payloadHybi))  # waits for the turn
+        clock.advance(0)  # the next turn
+        await eventually(lambda: queued(protocol) == 0)
+        writer.write(protocol.transport, frames[2].payloadHybi)
+        self.assertEqual(queued(protocol), 0)
+        await client.wait_for(lambda frames: [f.get("online") for f in frames
+                                              if f.get("online", 0) > 1] == [7, 8, 9])
+        other = StringTransport()
+        writer.write(other, b"frame")
+        self.assertEqual(other.value(), b"frame")
+        client.sendClose()
+        await client.closed

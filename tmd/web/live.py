@@ -30,7 +30,7 @@ from tmd.hub import Hub
 from tmd.limits import DEFAULT_MAX_SEND_BUFFER, NO_PROXIES, TrustedProxies
 from tmd.model import Event, Message, Room, Viewer
 from tmd.origins import origin_allowed
-from tmd.web.backpressure import SendBuffer
+from tmd.web.backpressure import DirectWriter, SendBuffer
 from tmd.wire import (
     ack_json,
     decode_object,
@@ -188,7 +188,7 @@ class LiveProtocol(WebSocketServerProtocol):
             if self.send_queue or self._perMessageCompress is not None or transport is None:
                 super().sendPreparedMessage(preparedMsg)  # Autobahn's queue, or compression
             else:  # what sendData does, without the debug-log arguments it builds per frame
-                transport.write(preparedMsg.payloadHybi)
+                self.factory.writer.write(transport, preparedMsg.payloadHybi)
             self.factory.frames_sent += 1
 
     def _fits(self, size: int) -> bool:
@@ -268,9 +268,11 @@ class LiveFactory(WebSocketServerFactory):
         self.chat = chat
         self.hub = hub
         self.origins = origins
+        """The origins whose pages may open sockets; none: the host itself only."""
         self.trusted = trusted
         """Proxies whose X-Forwarded-For names the client, for rate limits."""
-        """The origins whose pages may open sockets; none: the host itself only."""
+        self.writer = DirectWriter(reactor)
+        """Writes the room's frames, prepared once, to each client."""
         self.max_send_buffer = max_send_buffer
         """Bytes that may wait for a client that does not read, past its transport's own."""
         self.on_slow_consumer = on_slow_consumer
