@@ -31,24 +31,11 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests.clients import Frames, Http, connect, count
 from tests.helpers import eventually
 from tests.integration.daemon import CLEAN_STOP, Daemon
-from tests.integration.test_postgres import UNLIMITED_POSTS, stored, through, watch
+from tests.integration.test_postgres import UNLIMITED_POSTS, room_with, stored, through, watch
 from tests.postgres import fresh_schema
 
 ROOM = "faults"
 log = Logger()
-
-
-async def room_with(http: Http, nicknames: list[str]) -> list[str]:
-    """Create L{ROOM} and join it under each of C{nicknames}; their tokens."""
-    code, created = await http.call("POST", "/api/v1/rooms", {"name": ROOM})
-    assert code == 201, (code, created)
-    tokens = []
-    for nickname in nicknames:
-        code, joined = await http.call("POST", f"/api/v1/rooms/{ROOM}/join",
-                                       {"nickname": nickname})
-        assert code == 201, (code, joined)
-        tokens.append(joined["token"])
-    return tokens
 
 
 def answer_to(ref: str) -> Callable[[Frames], bool]:
@@ -125,7 +112,7 @@ class KillTests(TestCase):
         every later message, posts made after the restart included, in order, once.
         """
         daemon = await Daemon.start(self, *database, *UNLIMITED_POSTS)
-        tokens = await room_with(Http(daemon.url), [f"poster-{i}" for i in range(4)])
+        tokens = await room_with(Http(daemon.url), [f"poster-{i}" for i in range(4)], ROOM)
         watcher = await watch(self, daemon, "?since=0", ROOM)
         posting = Posting()
         posters = gatherResults([
@@ -234,7 +221,7 @@ class DiskFullTests(TestCase):
         directory = await tiny_filesystem(self, "4m")
         daemon = await Daemon.start(self, *UNLIMITED_POSTS, directory=directory)
         http = Http(daemon.url)
-        ada, bob = await room_with(http, ["ada", "bob"])
+        ada, bob = await room_with(http, ["ada", "bob"], ROOM)
         watcher = await watch(self, daemon, "?since=0", ROOM)
         poster = await watch(self, daemon, f"?token={bob}", ROOM)
         acknowledged: dict[int, str] = {}

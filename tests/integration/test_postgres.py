@@ -72,13 +72,13 @@ async def two_daemons(test: TestCase, database: str) -> tuple[Daemon, Daemon]:
     return a, b
 
 
-async def room_with(http: Http, nicknames: list[str]) -> list[str]:
-    """Create L{ROOM} and join it under each of C{nicknames}; their tokens."""
-    code, created = await http.call("POST", "/api/v1/rooms", {"name": ROOM})
+async def room_with(http: Http, nicknames: list[str], room: str = ROOM) -> list[str]:
+    """Create C{room} and join it under each of C{nicknames}; their tokens."""
+    code, created = await http.call("POST", "/api/v1/rooms", {"name": room})
     assert code == 201, (code, created)
     tokens = []
     for nickname in nicknames:
-        code, joined = await http.call("POST", f"/api/v1/rooms/{ROOM}/join",
+        code, joined = await http.call("POST", f"/api/v1/rooms/{room}/join",
                                        {"nickname": nickname})
         assert code == 201, (code, joined)
         tokens.append(joined["token"])
