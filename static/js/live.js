@@ -18,6 +18,22 @@ export function backoff(attempt, random = Math.random) {
   return Math.max(MIN_DELAY, Math.round(ceiling / 2 + (random() * ceiling) / 2));
 }
 
+// The URL of room `name`'s websocket ('live') or event stream ('events'), which say the same:
+// resuming after seq `since` (if not null) of the room `roomId` was, with `token` (if any).
+export function roomLiveUrl(name, transport, { since, roomId, token }) {
+  const params = new URLSearchParams();
+  if (since !== null) {
+    params.set('since', String(since));
+    if (roomId) params.set('room_id', String(roomId));
+  }
+  if (token) params.set('token', token);
+  const query = params.toString();
+  const path = `${roomPath(name)}/${transport}${query ? '?' + query : ''}`;
+  if (transport === 'events') return { href: path, usedToken: token };
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  return { href: `${proto}://${location.host}${path}`, usedToken: token };
+}
+
 // Why room `name`'s event stream was refused, which an EventSource does not tell: the same read
 // over the API says. As the websocket would close: 4404 no room any more, 1008 the token is refused.
 export function roomRefusal(name) {

@@ -4,7 +4,7 @@
 // connection as the chat page, with a token only where a password room needs one.
 import { api, ApiError, NAME_RE, ownerKey, participantKey, roomPath, store } from './api.js';
 import { $, showText } from './dom.js';
-import { LiveConnection, roomRefusal } from './live.js';
+import { LiveConnection, roomLiveUrl, roomRefusal } from './live.js';
 import { appendLinkified } from './render.js';
 
 const NEWEST_SHOWN = 40;
@@ -245,18 +245,9 @@ function onFrame(frame) {
 }
 
 function liveUrl(transport) {
-  const params = new URLSearchParams();
-  if (highestSeq > 0) {
-    params.set('since', String(highestSeq));
-    if (room && room.id) params.set('room_id', String(room.id));
-  }
-  const token = readToken();
-  if (token) params.set('token', token);
-  const query = params.toString();
-  const path = `${roomPath(roomName)}/${transport}${query ? '?' + query : ''}`;
-  if (transport === 'events') return { href: path, usedToken: token };
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  return { href: `${proto}://${location.host}${path}`, usedToken: token };
+  return roomLiveUrl(roomName, transport, {
+    since: highestSeq > 0 ? highestSeq : null, roomId: room && room.id, token: readToken(),
+  });
 }
 
 function onClose(code) {

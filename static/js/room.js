@@ -4,7 +4,7 @@ import {
   acknowledge, clearPostError, failPending, noteLiveMessage, setupComposer, showServerError, updateComposer,
 } from './composer.js';
 import { confirmParticipant, forgetParticipant, savedParticipant, setupIdentity } from './identity.js';
-import { LiveConnection, roomRefusal } from './live.js';
+import { LiveConnection, roomLiveUrl, roomRefusal } from './live.js';
 import {
   addLiveMessage, clearMessages, removeMessage, resumePoint, setupMessageList, welcome,
 } from './message-list.js';
@@ -48,21 +48,10 @@ function startOver() {
   clearQueue();
 }
 
-// The URL of the websocket ('live') or of the event stream ('events'), which say the same.
 function liveUrl(transport) {
-  const params = new URLSearchParams();
-  const since = resumePoint();
-  if (since !== null) {
-    params.set('since', String(since));
-    if (session.room && session.room.id) params.set('room_id', String(session.room.id));
-  }
-  const token = liveToken();
-  if (token) params.set('token', token);
-  const query = params.toString();
-  const path = `${roomPath(roomName)}/${transport}${query ? '?' + query : ''}`;
-  if (transport === 'events') return { href: path, usedToken: token };
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  return { href: `${proto}://${location.host}${path}`, usedToken: token };
+  return roomLiveUrl(roomName, transport, {
+    since: resumePoint(), roomId: session.room && session.room.id, token: liveToken(),
+  });
 }
 
 function onFrame(frame) {
